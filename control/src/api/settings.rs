@@ -1,0 +1,78 @@
+//! System settings: the metadata-rich list the console renders, and validated updates.
+
+use std::sync::Arc;
+
+use poem::web::Data;
+use poem::{Body, Request, Response, handler};
+use serde_json::{Map, Value, json};
+use store::SettingRow;
+
+use super::groups::read_body;
+use super::{ApiError, ApiResult, ok, parse_json};
+use crate::app::App;
+use crate::settings::{Category, Kind, SETTINGS, find, typed_value, validate_value};
+
+#[handler]
+pub async fn get_all(app: Data<&Arc<App>>, req: &Request) -> Response {
+    let model = app.model.lock().await;
+    let categories: Vec<Value> = Category::ALL
+        .iter()
+        .map(|category| {
+            let settings: Vec<Value> = SETTINGS
+                .iter()
+                .filter(|d| d.category == *category)
+                .map(|d| {
+                    let (kind, min, required) = match d.kind {
+                        Kind::Int { min } => ("int", Some(min), true),
+                        Kind::Bool => ("bool", None, false),
+                        Kind::Text { required } => ("string", None, required),
+                        Kind::FailoverCodes => ("string", None, true),
+                    };
+                    let mut item = json!({
+                        "key": d.key, "name": d.name, "value": model.settings.typed(d), "type": kind,
+                        "default_value": typed_value(d, d.default), "description": d.description,
+                        "category": category.name(), "required": required,
+                    });
+                    if let Some(min) = min {
+                        item["min_value"] = json!(min);
+                    }
+                    item
+                })
+                .collect();
+            json!({"category_name": category.name(), "settings": settings})
+        })
+        .collect();
+    ok(req, Value::Array(categories))
+}
+
+#[handler]
+pub async fn update(app: Data<&Arc<App>>, req: &Request, body: Body) -> ApiResult<Response> {
+    let input: Map<String, Value> = parse_json(&read_body(body).await?)?;
+    let mut rows = Vec::with_capacity(input.len());
+    for (key, value) in &input {
+        let def =
+            find(key).ok_or_else(|| ApiError::validation(format!("unknown setting '{key}'")))?;
+        let stored = validate_value(def, value).map_err(ApiError::validation)?;
+        rows.push((def, stored));
+    }
+    if rows.is_empty() {
+        return Err(ApiError::validation("no setting given"));
+    }
+    let store_rows = rows
+        .iter()
+        .map(|(d, v)| SettingRow {
+            key: d.key.into(),
+            value: v.clone(),
+            description: d.description.into(),
+        })
+        .collect();
+    app.store.upsert_settings(store_rows).await?;
+    let mut model = app.model.lock().await;
+    for (def, value) in rows {
+        model.settings.set(def.key, value);
+    }
+    model.touch_all();
+    app.apply_settings(&model.settings);
+    app.publish(&mut model).await;
+    Ok(ok(req, Value::Null))
+}

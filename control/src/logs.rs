@@ -1,0 +1,203 @@
+//! The log pipeline: drains attempt records and key-health changes from the shards, batches
+//! them and writes each batch in one transaction (request logs, per-key request counts, hourly
+//! stats, key states). Runs on its own thread so a slow disk never touches the request path.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use engine::events::{AttemptLog, Event, KeyHealth};
+use store::{FlushBatch, KeyStateUpdate, LogRow, Store};
+use tokio::sync::mpsc::UnboundedSender;
+
+/// A batch is written once it holds this many records, whatever the interval.
+const MAX_BATCH: usize = 2000;
+/// Pending records kept through database errors before the oldest are dropped (with a warning).
+const MAX_PENDING: usize = 200_000;
+/// How often the writer wakes up to check the interval and shutdown.
+const TICK: Duration = Duration::from_millis(50);
+
+pub struct LogWriter {
+    thread: Option<JoinHandle<()>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl LogWriter {
+    /// `interval_minutes` is `request_log_write_interval_minutes`, re-read every tick; blacklisted
+    /// keys' group ids go to `blacklisted` so their rings get rebuilt.
+    pub fn start(
+        events: Receiver<Event>,
+        store: Store,
+        runtime: tokio::runtime::Handle,
+        interval_minutes: Arc<AtomicU64>,
+        blacklisted: UnboundedSender<i64>,
+    ) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let writer = Writer {
+            events,
+            store,
+            runtime,
+            interval_minutes,
+            blacklisted,
+            stop: stop.clone(),
+            logs: Vec::new(),
+            key_states: HashMap::new(),
+            last_flush: Instant::now(),
+        };
+        let thread = std::thread::Builder::new()
+            .name("log-writer".into())
+            .spawn(move || writer.run())
+            .ok();
+        Self { thread, stop }
+    }
+
+    /// Writes everything still queued and stops.
+    pub fn finish(mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+struct Writer {
+    events: Receiver<Event>,
+    store: Store,
+    runtime: tokio::runtime::Handle,
+    interval_minutes: Arc<AtomicU64>,
+    blacklisted: UnboundedSender<i64>,
+    stop: Arc<AtomicBool>,
+    logs: Vec<LogRow>,
+    /// Latest state per key: later changes of the same key supersede earlier ones.
+    key_states: HashMap<i64, KeyStateUpdate>,
+    last_flush: Instant,
+}
+
+impl Writer {
+    fn run(mut self) {
+        loop {
+            let stopping = self.stop.load(Ordering::SeqCst);
+            match self.events.recv_timeout(TICK) {
+                Ok(event) => self.take(event),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    self.flush();
+                    return;
+                }
+            }
+            while let Ok(event) = self.events.try_recv() {
+                self.take(event);
+                if self.logs.len() >= MAX_BATCH {
+                    break;
+                }
+            }
+            if stopping {
+                while let Ok(event) = self.events.try_recv() {
+                    self.take(event);
+                }
+                self.flush();
+                return;
+            }
+            if self.due() {
+                self.flush();
+            }
+        }
+    }
+
+    fn take(&mut self, event: Event) {
+        match event {
+            Event::Attempt(log) => self.logs.push(log_row(*log)),
+            Event::Key(health) => self.key_health(health),
+        }
+    }
+
+    fn key_health(&mut self, health: KeyHealth) {
+        if health.blacklisted {
+            let _ = self.blacklisted.send(health.group_id);
+        }
+        let status = if health.active { "active" } else { "invalid" };
+        self.key_states.insert(
+            health.key_id,
+            KeyStateUpdate {
+                key_id: health.key_id,
+                failure_count: health.failure_count as i64,
+                status: status.into(),
+            },
+        );
+    }
+
+    /// Key states are written at once (they are few and matter); logs per the interval.
+    fn due(&self) -> bool {
+        if !self.key_states.is_empty() || self.logs.len() >= MAX_BATCH {
+            return true;
+        }
+        let interval = Duration::from_secs(self.interval_minutes.load(Ordering::Relaxed) * 60);
+        !self.logs.is_empty() && self.last_flush.elapsed() >= interval
+    }
+
+    fn flush(&mut self) {
+        self.last_flush = Instant::now();
+        if self.logs.is_empty() && self.key_states.is_empty() {
+            return;
+        }
+        let batch = FlushBatch {
+            logs: std::mem::take(&mut self.logs),
+            key_states: self.key_states.drain().map(|(_, v)| v).collect(),
+        };
+        let store = self.store.clone();
+        let result = self.runtime.block_on(store.write_batch(batch.clone()));
+        if let Err(e) = result {
+            tracing::error!(error = %e, logs = batch.logs.len(), "writing request logs failed; will retry");
+            self.requeue(batch);
+        }
+    }
+
+    /// Keeps a failed batch for the next flush, bounded.
+    fn requeue(&mut self, batch: FlushBatch) {
+        let mut logs = batch.logs;
+        logs.append(&mut self.logs);
+        if logs.len() > MAX_PENDING {
+            let excess = logs.len() - MAX_PENDING;
+            tracing::warn!(
+                dropped = excess,
+                "request log backlog full; dropping the oldest records"
+            );
+            logs.drain(..excess);
+        }
+        self.logs = logs;
+        for state in batch.key_states {
+            self.key_states.entry(state.key_id).or_insert(state);
+        }
+    }
+}
+
+fn log_row(log: AttemptLog) -> LogRow {
+    LogRow {
+        id: uuid::Uuid::new_v4().to_string(),
+        timestamp: log.timestamp,
+        group_id: log.group_id,
+        group_name: log.group_name.to_string(),
+        parent_group_id: log.parent_group_id,
+        parent_group_name: log
+            .parent_group_name
+            .map(|n| n.to_string())
+            .unwrap_or_default(),
+        key_value: log.key_value.map(|k| k.to_string()).unwrap_or_default(),
+        key_hash: log.key_hash.map(|h| h.to_string()).unwrap_or_default(),
+        model: log.model,
+        is_success: log.is_success,
+        source_ip: log.source_ip,
+        status_code: log.status_code as i64,
+        request_path: log.request_path,
+        duration_ms: log.duration_ms as i64,
+        error_message: log.error_message,
+        user_agent: log.user_agent,
+        request_type: if log.is_final { "final" } else { "retry" }.into(),
+        upstream_addr: log.upstream_addr,
+        is_stream: log.is_stream,
+        request_body: log.request_body,
+    }
+}

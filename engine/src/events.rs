@@ -1,0 +1,82 @@
+//! What shards tell the control plane: one record per proxy attempt and every change of a key's
+//! health. Sent over a bounded channel with `try_send`: a request never waits for the control
+//! plane; when the channel is full the record is counted as dropped instead.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crossbeam_channel::{Sender, TrySendError};
+
+/// One proxy attempt, the fields of v1's `request_logs` row (spec §1.5).
+#[derive(Debug, Clone)]
+pub struct AttemptLog {
+    pub timestamp: chrono::DateTime<chrono::Utc>,
+    pub group_id: i64,
+    pub group_name: Arc<str>,
+    pub parent_group_id: i64,
+    pub parent_group_name: Option<Arc<str>>,
+    pub key_id: i64,
+    pub key_hash: Option<Arc<str>>,
+    /// The upstream key, kept so the writer can store it the way `api_keys` does.
+    pub key_value: Option<Arc<str>>,
+    pub model: String,
+    pub is_success: bool,
+    pub source_ip: String,
+    pub status_code: u16,
+    pub request_path: String,
+    pub duration_ms: u64,
+    pub error_message: String,
+    pub user_agent: String,
+    pub is_final: bool,
+    pub upstream_addr: String,
+    pub is_stream: bool,
+    pub request_body: String,
+    pub request_id: String,
+}
+
+/// A key's health changed on the request path.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyHealth {
+    pub key_id: i64,
+    pub group_id: i64,
+    pub failure_count: u64,
+    /// True when this change made the key invalid.
+    pub blacklisted: bool,
+    /// The key's status after the change.
+    pub active: bool,
+}
+
+#[derive(Debug, Clone)]
+pub enum Event {
+    Attempt(Box<AttemptLog>),
+    Key(KeyHealth),
+}
+
+/// The shards' end of the events channel.
+#[derive(Clone)]
+pub struct EventSink {
+    tx: Sender<Event>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl EventSink {
+    pub fn new(tx: Sender<Event>) -> Self {
+        Self {
+            tx,
+            dropped: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Never blocks; a full or closed channel counts the event as dropped.
+    pub fn emit(&self, event: Event) {
+        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = self.tx.try_send(event)
+        {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Events dropped since start because the control plane fell behind.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,831 @@
+//! The proxy path of one `/proxy/{group}/…` request, in phases:
+//! route → authenticate → rewrite → (pick key and upstream → inject → send → classify)* →
+//! stream back → log. Each phase is a function named after it.
+
+use std::borrow::Cow;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use futures_util::future::{Either, select};
+
+use crate::auth::{CLIENT_AUTH_HEADERS, extract_proxy_key, strip_key_param};
+use crate::channel::{Channel, KeyPlacement};
+use crate::events::{AttemptLog, Event, KeyHealth};
+use crate::http::{
+    RequestHead, ResponseFraming, ResponseHead, is_hop_by_hop, write_header, write_status_line,
+};
+use crate::keys::KeySlot;
+use crate::route::proxy_target;
+use crate::server::Shard;
+use crate::server::conn::client_gone;
+use crate::server::respond::{Client, ClientFraming};
+use crate::snapshot::Group;
+use crate::upstream::{BodyReader, Conn, Upstream, UpstreamError, read_response_head};
+
+/// Error bodies of failed attempts are read up to this size to find the message (v1 keeps
+/// 2,048 bytes of it; the rest only costs memory).
+const ERROR_BODY_LIMIT: usize = 64 * 1024;
+/// Longest error message stored or returned (v1).
+const ERROR_MESSAGE_LIMIT: usize = 2048;
+/// Longest `request_path` / `upstream_addr` stored (v1's column sizes).
+const LOGGED_PATH_LIMIT: usize = 500;
+/// Longest request body stored when body logging is on (v1).
+const LOGGED_BODY_LIMIT: usize = 65_000;
+/// Error texts that do not count against a key (v1, #159: quota and context-length messages).
+const UNCOUNTED_ERRORS: [&str; 2] = [
+    "resource has been exhausted",
+    "please reduce the length of the messages",
+];
+
+/// Everything known about the request once it is routed and authenticated.
+struct ProxyRequest<'a> {
+    /// Held to the end of the request: a reload never changes a request in flight.
+    group: Arc<Group>,
+    head: &'a RequestHead,
+    /// The path after the group name.
+    path: String,
+    /// The query without the proxy key.
+    query: String,
+    body: Vec<u8>,
+    is_stream: bool,
+    model: String,
+    started: Instant,
+    request_id: String,
+}
+
+/// Serves one proxy request on `client`.
+pub async fn proxy(shard: &Rc<Shard>, client: &mut Client, head: &RequestHead, body: Vec<u8>) {
+    let started = Instant::now();
+    let request_id = request_id(shard, head);
+    let Some(request) =
+        route_and_authenticate(shard, client, head, body, started, &request_id).await
+    else {
+        return;
+    };
+    let max = shard.config.max_concurrent_requests;
+    let in_flight = &shard.shared.proxy_in_flight;
+    if max > 0 && in_flight.fetch_add(1, Ordering::Relaxed) >= max {
+        in_flight.fetch_sub(1, Ordering::Relaxed);
+        let extra = [("Retry-After", "1"), ("X-Request-Id", request_id.as_str())];
+        let _ = client
+            .send_error(
+                429,
+                "TOO_MANY_REQUESTS",
+                "Too many concurrent requests",
+                &extra,
+            )
+            .await;
+        return;
+    }
+    forward(shard, client, request).await;
+    if max > 0 {
+        in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// route → authenticate → rewrite: the group, the proxy key check, the body rewrites.
+async fn route_and_authenticate<'a>(
+    shard: &Shard,
+    client: &mut Client,
+    head: &'a RequestHead,
+    body: Vec<u8>,
+    started: Instant,
+    request_id: &str,
+) -> Option<ProxyRequest<'a>> {
+    let target = proxy_target(&head.target)?;
+    let snapshot = shard.snapshot();
+    let extra = [("X-Request-Id", request_id)];
+    let Some(group) = snapshot.group(target.group).cloned() else {
+        let message = format!("Group '{}' not found", target.group);
+        let _ = client.send_error(404, "NOT_FOUND", &message, &extra).await;
+        return None;
+    };
+    let key = extract_proxy_key(target.query, |name| head.header(name));
+    if !key.is_some_and(|k| group.accepts(&k, &snapshot)) {
+        let _ = client
+            .send_error(401, "UNAUTHORIZED", "Authentication failed", &extra)
+            .await;
+        return None;
+    }
+    let query = strip_key_param(target.query).into_owned();
+    let path = target.path.to_string();
+    let (body, is_stream, model) = rewrite(&group, head, &path, &query, body);
+    Some(ProxyRequest {
+        group,
+        head,
+        path,
+        query,
+        body,
+        is_stream,
+        model,
+        started,
+        request_id: request_id.to_string(),
+    })
+}
+
+/// Stream detection on the client's body, then param overrides; returns the body to send, the
+/// stream flag and the model name (after overrides, as v1 logs it).
+fn rewrite(
+    group: &Group,
+    head: &RequestHead,
+    path: &str,
+    query: &str,
+    body: Vec<u8>,
+) -> (Vec<u8>, bool, String) {
+    let mut json: Option<serde_json::Value> = match body.first() {
+        Some(b'{') => serde_json::from_slice(&body).ok(),
+        _ => None,
+    };
+    let is_stream = group
+        .channel
+        .is_stream(path, query, head.header("accept"), json.as_ref());
+    let mut body = body;
+    if let (Some(overrides), Some(serde_json::Value::Object(map))) =
+        (&group.param_overrides, json.as_mut())
+    {
+        for (k, v) in overrides {
+            map.insert(k.clone(), v.clone());
+        }
+        if let Ok(bytes) = serde_json::to_vec(&json) {
+            body = bytes;
+        }
+    }
+    let model = group
+        .channel
+        .model(path, json.as_ref())
+        .unwrap_or_default()
+        .to_string();
+    (body, is_stream, model)
+}
+
+/// How one attempt ended.
+enum Attempt {
+    /// The response went to the client (success or a non-failover status).
+    Delivered,
+    /// A failover status or transport error; the next attempt may follow.
+    Failed {
+        status: u16,
+        message: String,
+        body: Option<Vec<u8>>,
+    },
+    /// The client went away; nothing more to do.
+    ClientGone,
+}
+
+/// The attempt loop: up to `max_retries + 1` attempts, each with a fresh key and upstream.
+async fn forward(shard: &Rc<Shard>, client: &mut Client, request: ProxyRequest<'_>) {
+    let settings = &request.group.settings;
+    let attempts = settings.max_retries + 1;
+    for attempt in 1..=attempts {
+        let is_last = attempt == attempts;
+        let (Some(key), Some(upstream)) =
+            (request.group.keys.pick(), request.group.upstreams.pick())
+        else {
+            return no_keys(shard, client, &request).await;
+        };
+        let outcome = try_upstream(shard, client, &request, key, upstream).await;
+        match outcome {
+            Attempt::Delivered | Attempt::ClientGone => return,
+            Attempt::Failed {
+                status,
+                message,
+                body,
+            } => {
+                let message = redact(&message, &key.value);
+                penalize(shard, &request, key, &message);
+                log_attempt(
+                    shard,
+                    client,
+                    &request,
+                    Some((key, upstream)),
+                    status,
+                    &message,
+                    is_last,
+                );
+                if is_last {
+                    return send_final_error(client, &request, status, &message, body).await;
+                }
+            }
+        }
+    }
+}
+
+/// One attempt: send, classify, and either deliver the response or report the failure.
+async fn try_upstream(
+    shard: &Rc<Shard>,
+    client: &mut Client,
+    request: &ProxyRequest<'_>,
+    key: &Arc<KeySlot>,
+    upstream: &Upstream,
+) -> Attempt {
+    let settings = &request.group.settings;
+    let bytes = build_upstream_request(request, key, upstream);
+    let header_timeout = if request.is_stream {
+        settings.response_header_timeout
+    } else {
+        settings
+            .response_header_timeout
+            .min(remaining(request.started, settings.request_timeout))
+    };
+    let exchange = send(
+        shard,
+        upstream,
+        bytes,
+        request.head.method.as_ref() == "HEAD",
+        settings.connect_timeout,
+        header_timeout,
+        settings.idle_conn_timeout,
+    );
+    let result = match select(
+        std::pin::pin!(exchange),
+        std::pin::pin!(client_gone(&client.stream)),
+    )
+    .await
+    {
+        Either::Left((result, _)) => result,
+        Either::Right(_) => {
+            log_attempt(
+                shard,
+                client,
+                request,
+                Some((key, upstream)),
+                499,
+                "client closed the connection",
+                true,
+            );
+            client.keep_alive = false;
+            return Attempt::ClientGone;
+        }
+    };
+    let (mut conn, head) = match result {
+        Ok(pair) => pair,
+        Err(e) => {
+            return Attempt::Failed {
+                status: 500,
+                message: e.to_string(),
+                body: None,
+            };
+        }
+    };
+    if settings.failover_codes.contains(head.status) {
+        let mut reader = BodyReader::new(&head);
+        let mut body = Vec::new();
+        let read = reader
+            .read_to_end(&mut conn, &mut body, ERROR_BODY_LIMIT)
+            .await;
+        if read.is_ok() && reader.reusable() {
+            shard
+                .pool
+                .checkin(upstream, conn, settings.max_idle_conns_per_host);
+        }
+        let body = decode_for_message(&head, body);
+        let message = error_message(&body);
+        return Attempt::Failed {
+            status: head.status,
+            message,
+            body: Some(body),
+        };
+    }
+    deliver(shard, client, request, key, upstream, conn, head).await
+}
+
+/// Streams a response to the client as it arrives and logs the final attempt.
+async fn deliver(
+    shard: &Rc<Shard>,
+    client: &mut Client,
+    request: &ProxyRequest<'_>,
+    key: &Arc<KeySlot>,
+    upstream: &Upstream,
+    mut conn: Conn,
+    head: ResponseHead,
+) -> Attempt {
+    let settings = &request.group.settings;
+    let mut out = Vec::with_capacity(512);
+    write_status_line(&mut out, head.status);
+    copy_response_headers(&mut out, &head, request.is_stream);
+    write_header(&mut out, "X-Request-Id", request.request_id.as_bytes());
+    let framing = respond_framing(client, &mut out, &head);
+    let mut reader = BodyReader::new(&head);
+    let mut failure: Option<(u16, String)> = None;
+    if client.write(out).await.is_err() {
+        failure = Some((499, "client closed the connection".into()));
+    }
+    let deadline = (!request.is_stream).then(|| request.started + settings.request_timeout);
+    let mut piece = Vec::with_capacity(crate::upstream::conn::READ_CHUNK);
+    while failure.is_none() {
+        piece.clear();
+        let next = reader.next(&mut conn, &mut piece);
+        let next = match deadline {
+            Some(d) => {
+                match monoio::time::timeout(d.saturating_duration_since(Instant::now()), next).await
+                {
+                    Ok(r) => r,
+                    Err(_) => Err(UpstreamError::Timeout(
+                        "request_timeout reached while reading the body",
+                    )),
+                }
+            }
+            None => next.await,
+        };
+        match next {
+            Ok(true) => {
+                if client.send_piece(framing, &piece).await.is_err() {
+                    failure = Some((499, "client closed the connection".into()));
+                }
+            }
+            Ok(false) => break,
+            Err(e) => failure = Some((head.status, e.to_string())),
+        }
+    }
+    match failure {
+        None => {
+            if client.finish_body(framing).await.is_err() {
+                client.keep_alive = false;
+            }
+            if reader.reusable() {
+                shard
+                    .pool
+                    .checkin(upstream, conn, settings.max_idle_conns_per_host);
+            }
+            log_attempt(
+                shard,
+                client,
+                request,
+                Some((key, upstream)),
+                head.status,
+                "",
+                true,
+            );
+        }
+        Some((status, message)) => {
+            // The response has begun; the only honest signal left is to close the connection.
+            client.keep_alive = false;
+            log_attempt(
+                shard,
+                client,
+                request,
+                Some((key, upstream)),
+                status,
+                &redact(&message, &key.value),
+                true,
+            );
+        }
+    }
+    Attempt::Delivered
+}
+
+/// Adds the framing headers for relaying `head`'s body and ends the head. A body-less response
+/// (HEAD, 204, 304) keeps the upstream's own `Content-Length`, if any, untouched.
+pub fn respond_framing(
+    client: &mut Client,
+    out: &mut Vec<u8>,
+    head: &ResponseHead,
+) -> ClientFraming {
+    match head.framing {
+        ResponseFraming::Empty => {
+            if let Some(h) = head
+                .headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+            {
+                write_header(out, "Content-Length", &h.value);
+            }
+            client.finish_head(out, None);
+            ClientFraming::Length(0)
+        }
+        ResponseFraming::Length(n) => client.choose_framing(out, Some(n)),
+        _ => client.choose_framing(out, None),
+    }
+}
+
+/// Copies upstream response headers minus hop-by-hop and framing ones; forces v1's SSE headers
+/// on stream requests.
+pub fn copy_response_headers(out: &mut Vec<u8>, head: &ResponseHead, is_stream: bool) {
+    const SSE_HEADERS: [(&str, &[u8]); 3] = [
+        ("Content-Type", b"text/event-stream"),
+        ("Cache-Control", b"no-cache"),
+        ("X-Accel-Buffering", b"no"),
+    ];
+    let connection_listed = connection_listed(&head.headers);
+    for h in &head.headers {
+        let name = &*h.name;
+        if is_hop_by_hop(name)
+            || name.eq_ignore_ascii_case("content-length")
+            || connection_listed
+                .iter()
+                .any(|c| c.eq_ignore_ascii_case(name))
+            || (is_stream
+                && SSE_HEADERS
+                    .iter()
+                    .any(|(n, _)| n.eq_ignore_ascii_case(name)))
+            || name.eq_ignore_ascii_case("x-request-id")
+        {
+            continue;
+        }
+        write_header(out, name, &h.value);
+    }
+    if is_stream {
+        for (name, value) in SSE_HEADERS {
+            write_header(out, name, value);
+        }
+    }
+}
+
+fn connection_listed(headers: &[crate::http::Header]) -> Vec<String> {
+    headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+        .flat_map(|h| {
+            crate::http::connection_tokens(&h.value)
+                .map(|t| String::from_utf8_lossy(t).trim().to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// Sends the request on a pooled or new connection and reads the response head. A pooled
+/// connection that turns out dead before any response byte gets one retry on a fresh one.
+async fn send(
+    shard: &Shard,
+    upstream: &Upstream,
+    bytes: Vec<u8>,
+    was_head: bool,
+    connect_timeout: Duration,
+    header_timeout: Duration,
+    idle_timeout: Duration,
+) -> Result<(Conn, ResponseHead), UpstreamError> {
+    if let Some(conn) = shard.pool.checkout(upstream, idle_timeout) {
+        match exchange_head(conn, bytes.clone(), was_head, header_timeout).await {
+            Err(UpstreamError::ClosedEarly { reused: true }) => {}
+            other => return other,
+        }
+    }
+    let conn = Conn::connect(upstream, &shard.tls, connect_timeout).await?;
+    exchange_head(conn, bytes, was_head, header_timeout).await
+}
+
+/// Writes the request and waits for the response head, within `timeout`.
+pub async fn exchange_head(
+    mut conn: Conn,
+    bytes: Vec<u8>,
+    was_head: bool,
+    timeout: Duration,
+) -> Result<(Conn, ResponseHead), UpstreamError> {
+    let exchange = async {
+        if let Err(e) = conn.write_all(bytes).await {
+            return Err(if conn.reused {
+                UpstreamError::ClosedEarly { reused: true }
+            } else {
+                UpstreamError::Io(format!("write to upstream: {e}"))
+            });
+        }
+        read_response_head(&mut conn, was_head).await
+    };
+    match monoio::time::timeout(timeout, exchange).await {
+        Ok(Ok(head)) => Ok((conn, head)),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(UpstreamError::Timeout(
+            "no response header within response_header_timeout",
+        )),
+    }
+}
+
+/// The upstream request: method, base path + client path, query (+ key for Gemini), client
+/// headers minus credentials and hop-by-hop ones, the key injected the channel's way.
+fn build_upstream_request(
+    request: &ProxyRequest<'_>,
+    key: &KeySlot,
+    upstream: &Upstream,
+) -> Vec<u8> {
+    let head = request.head;
+    let channel = request.group.channel;
+    let placement = channel.key_placement(&request.path);
+    let mut out = Vec::with_capacity(1024 + request.body.len());
+    out.extend_from_slice(head.method.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(upstream.base_path.as_bytes());
+    out.extend_from_slice(if request.path.is_empty() {
+        b"/"
+    } else {
+        request.path.as_bytes()
+    });
+    let query = upstream_query(&request.query, placement, &key.value);
+    if !query.is_empty() {
+        out.push(b'?');
+        out.extend_from_slice(query.as_bytes());
+    }
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    write_header(&mut out, "Host", upstream.authority.as_bytes());
+    copy_request_headers(&mut out, head, channel);
+    match placement {
+        KeyPlacement::Bearer => write_header(
+            &mut out,
+            "Authorization",
+            format!("Bearer {}", key.value).as_bytes(),
+        ),
+        KeyPlacement::XApiKey => write_header(&mut out, "x-api-key", key.value.as_bytes()),
+        KeyPlacement::QueryKey => {}
+    }
+    for (name, value) in channel.forced_headers() {
+        write_header(&mut out, name, value.as_bytes());
+    }
+    if !request.body.is_empty()
+        || !matches!(head.method.as_ref(), "GET" | "HEAD" | "DELETE" | "OPTIONS")
+    {
+        write_header(
+            &mut out,
+            "Content-Length",
+            request.body.len().to_string().as_bytes(),
+        );
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(&request.body);
+    out
+}
+
+fn upstream_query<'q>(query: &'q str, placement: KeyPlacement, key: &str) -> Cow<'q, str> {
+    if placement != KeyPlacement::QueryKey {
+        return Cow::Borrowed(query);
+    }
+    let encoded = encode_query_value(key);
+    if query.is_empty() {
+        Cow::Owned(format!("key={encoded}"))
+    } else {
+        Cow::Owned(format!("{query}&key={encoded}"))
+    }
+}
+
+fn encode_query_value(value: &str) -> Cow<'_, str> {
+    let safe = |b: u8| b.is_ascii_alphanumeric() || b"-._~".contains(&b);
+    if value.bytes().all(safe) {
+        return Cow::Borrowed(value);
+    }
+    let mut out = String::with_capacity(value.len() * 3);
+    for b in value.bytes() {
+        if safe(b) {
+            out.push(b as char)
+        } else {
+            out.push_str(&format!("%{b:02X}"))
+        }
+    }
+    Cow::Owned(out)
+}
+
+fn copy_request_headers(out: &mut Vec<u8>, head: &RequestHead, channel: Channel) {
+    let connection_listed = connection_listed(&head.headers);
+    for h in &head.headers {
+        let name = &*h.name;
+        let skip = is_hop_by_hop(name)
+            || ["host", "content-length", "expect"]
+                .iter()
+                .any(|n| n.eq_ignore_ascii_case(name))
+            || CLIENT_AUTH_HEADERS
+                .iter()
+                .any(|n| n.eq_ignore_ascii_case(name))
+            || channel
+                .forced_headers()
+                .iter()
+                .any(|(n, _)| n.eq_ignore_ascii_case(name))
+            || connection_listed
+                .iter()
+                .any(|c| c.eq_ignore_ascii_case(name));
+        if !skip {
+            write_header(out, name, &h.value);
+        }
+    }
+}
+
+/// Counts a failure against the key (unless the error is one v1 does not count) and tells the
+/// control plane when its health changed.
+fn penalize(shard: &Shard, request: &ProxyRequest<'_>, key: &KeySlot, message: &str) {
+    let lower = message.to_ascii_lowercase();
+    if UNCOUNTED_ERRORS.iter().any(|e| lower.contains(e)) {
+        return;
+    }
+    let outcome = key.record_failure(request.group.settings.blacklist_threshold);
+    shard.events.emit(Event::Key(KeyHealth {
+        key_id: key.id,
+        group_id: key.group_id,
+        failure_count: outcome.failure_count,
+        blacklisted: outcome.blacklisted,
+        active: key.is_active(),
+    }));
+}
+
+/// After the last failed attempt: the upstream's JSON body verbatim with its status, otherwise
+/// v1's `UPSTREAM_ERROR` envelope.
+async fn send_final_error(
+    client: &mut Client,
+    request: &ProxyRequest<'_>,
+    status: u16,
+    message: &str,
+    body: Option<Vec<u8>>,
+) {
+    let extra = [("X-Request-Id", request.request_id.as_str())];
+    if let Some(body) = body.filter(|b| serde_json::from_slice::<serde_json::Value>(b).is_ok()) {
+        let _ = client.send_json(status, &body, &extra).await;
+        return;
+    }
+    let _ = client
+        .send_error(status, "UPSTREAM_ERROR", message, &extra)
+        .await;
+}
+
+async fn no_keys(shard: &Shard, client: &mut Client, request: &ProxyRequest<'_>) {
+    let message = "No active API keys available for this group";
+    log_attempt(shard, client, request, None, 503, message, true);
+    let extra = [("X-Request-Id", request.request_id.as_str())];
+    let _ = client
+        .send_error(503, "NO_KEYS_AVAILABLE", message, &extra)
+        .await;
+}
+
+/// Emits the log record of one attempt.
+fn log_attempt(
+    shard: &Shard,
+    client: &Client,
+    request: &ProxyRequest<'_>,
+    used: Option<(&Arc<KeySlot>, &Upstream)>,
+    status: u16,
+    error: &str,
+    is_final: bool,
+) {
+    let group = &request.group;
+    let body_logging = group.settings.enable_request_body_logging;
+    let request_path = logged_target(&request.head.target);
+    let upstream_addr = used
+        .map(|(_, u)| {
+            let q = if request.query.is_empty() {
+                String::new()
+            } else {
+                format!("?{}", request.query)
+            };
+            truncate(
+                &format!("{}{}{}", u.url.trim_end_matches('/'), request.path, q),
+                LOGGED_PATH_LIMIT,
+            )
+        })
+        .unwrap_or_default();
+    let log = AttemptLog {
+        timestamp: chrono::Utc::now(),
+        group_id: group.id,
+        group_name: group.name.clone(),
+        parent_group_id: 0,
+        parent_group_name: None,
+        key_id: used.map(|(k, _)| k.id).unwrap_or(0),
+        key_hash: used.map(|(k, _)| k.hash.clone()),
+        key_value: used.map(|(k, _)| Arc::from(&*k.value)),
+        model: request.model.clone(),
+        is_success: error.is_empty() && status < 400,
+        source_ip: client.peer.ip().to_string(),
+        status_code: status,
+        request_path,
+        duration_ms: request.started.elapsed().as_millis() as u64,
+        error_message: truncate(error, ERROR_MESSAGE_LIMIT),
+        user_agent: if body_logging {
+            header_text(request.head, "user-agent")
+        } else {
+            String::new()
+        },
+        is_final,
+        upstream_addr,
+        is_stream: request.is_stream,
+        request_body: if body_logging {
+            truncate(&String::from_utf8_lossy(&request.body), LOGGED_BODY_LIMIT)
+        } else {
+            String::new()
+        },
+        request_id: request.request_id.clone(),
+    };
+    shard.events.emit(Event::Attempt(Box::new(log)));
+}
+
+/// The client's target with the proxy key removed, as v1 logs it.
+fn logged_target(target: &str) -> String {
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let query = strip_key_param(query);
+    let full = if query.is_empty() {
+        path.to_string()
+    } else {
+        format!("{path}?{query}")
+    };
+    truncate(&full, LOGGED_PATH_LIMIT)
+}
+
+fn header_text(head: &RequestHead, name: &str) -> String {
+    head.header(name)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .unwrap_or_default()
+}
+
+/// The upstream's error message, in v1's order: `error.message`, `error_msg`, `error` (string),
+/// `message`, else the raw text.
+pub fn error_message(body: &[u8]) -> String {
+    if let Ok(json) = serde_json::from_slice::<serde_json::Value>(body) {
+        let candidates = [
+            json.pointer("/error/message"),
+            json.get("error_msg"),
+            json.get("error").filter(|e| e.is_string()),
+            json.get("message"),
+        ];
+        if let Some(text) = candidates.into_iter().flatten().find_map(|v| v.as_str()) {
+            return truncate(text, ERROR_MESSAGE_LIMIT);
+        }
+    }
+    truncate(String::from_utf8_lossy(body).trim(), ERROR_MESSAGE_LIMIT)
+}
+
+/// Error bodies are parsed as text; compressed ones (gzip etc.) are reported as such for now.
+fn decode_for_message(head: &ResponseHead, body: Vec<u8>) -> Vec<u8> {
+    let _ = head;
+    body
+}
+
+/// Replaces every occurrence of `key` with its masked form (`sk-a****wxyz`).
+pub fn redact(text: &str, key: &str) -> String {
+    if key.len() < 4 || !text.contains(key) {
+        return text.to_string();
+    }
+    text.replace(key, &mask_key(key))
+}
+
+/// v1's mask: first four and last four characters around `****` (shorter keys fully masked).
+pub fn mask_key(key: &str) -> String {
+    let chars: Vec<char> = key.chars().collect();
+    if chars.len() <= 8 {
+        return "****".into();
+    }
+    let head: String = chars[..4].iter().collect();
+    let tail: String = chars[chars.len() - 4..].iter().collect();
+    format!("{head}****{tail}")
+}
+
+fn truncate(text: &str, limit: usize) -> String {
+    if text.len() <= limit {
+        return text.to_string();
+    }
+    let mut end = limit;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_string()
+}
+
+fn remaining(started: Instant, total: Duration) -> Duration {
+    total.saturating_sub(started.elapsed())
+}
+
+/// The client's `X-Request-Id` when it is sane, else a new one unique in this process.
+fn request_id(shard: &Shard, head: &RequestHead) -> String {
+    if let Some(id) = head.header("x-request-id") {
+        if !id.is_empty() && id.len() <= 128 && id.iter().all(|b| b.is_ascii_graphic()) {
+            return String::from_utf8_lossy(id).into_owned();
+        }
+    }
+    let seq = shard.shared.request_seq.fetch_add(1, Ordering::Relaxed);
+    format!(
+        "{:012x}{:08x}",
+        shard.config.boot_id & 0xffff_ffff_ffff,
+        seq
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_message_order() {
+        assert_eq!(
+            error_message(br#"{"error":{"message":"a"},"message":"b"}"#),
+            "a"
+        );
+        assert_eq!(error_message(br#"{"error_msg":"c","message":"b"}"#), "c");
+        assert_eq!(error_message(br#"{"error":"d"}"#), "d");
+        assert_eq!(error_message(br#"{"message":"e"}"#), "e");
+        assert_eq!(error_message(b" plain text "), "plain text");
+        assert_eq!(error_message(&vec![b'x'; 5000]).len(), 2048);
+    }
+
+    #[test]
+    fn keys_are_masked_in_texts() {
+        assert_eq!(mask_key("sk-abcdefghwxyz"), "sk-a****wxyz");
+        assert_eq!(
+            redact("bad key sk-abcdefghwxyz here", "sk-abcdefghwxyz"),
+            "bad key sk-a****wxyz here"
+        );
+        assert_eq!(mask_key("short"), "****");
+    }
+
+    #[test]
+    fn gemini_key_goes_into_the_query() {
+        assert_eq!(
+            upstream_query("alt=sse", KeyPlacement::QueryKey, "AIza+1"),
+            "alt=sse&key=AIza%2B1"
+        );
+        assert_eq!(upstream_query("", KeyPlacement::QueryKey, "k"), "key=k");
+        assert_eq!(upstream_query("a=1", KeyPlacement::Bearer, "k"), "a=1");
+    }
+}

@@ -1,0 +1,55 @@
+//! Routing: which requests the shard serves itself (`/proxy/{group}/{path}`) and which it relays
+//! to the control plane (everything else).
+
+/// A request target split for the proxy: the group name, the path after it and the raw query.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ProxyTarget<'a> {
+    pub group: &'a str,
+    /// The rest of the path, starting with `/` (or empty when the URL ends at the group name).
+    pub path: &'a str,
+    /// The query string without the `?`, possibly empty.
+    pub query: &'a str,
+}
+
+/// Splits `/proxy/{group}/{rest}?{query}`; `None` when the target is not a proxy route.
+pub fn proxy_target(target: &str) -> Option<ProxyTarget<'_>> {
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let rest = path.strip_prefix("/proxy/")?;
+    let (group, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, ""),
+    };
+    if group.is_empty() {
+        return None;
+    }
+    Some(ProxyTarget { group, path, query })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_group_path_and_query() {
+        let t = proxy_target("/proxy/openai/v1/chat/completions?a=1&key=x").unwrap();
+        assert_eq!(t.group, "openai");
+        assert_eq!(t.path, "/v1/chat/completions");
+        assert_eq!(t.query, "a=1&key=x");
+        let t = proxy_target("/proxy/g").unwrap();
+        assert_eq!((t.group, t.path, t.query), ("g", "", ""));
+    }
+
+    #[test]
+    fn other_paths_are_not_proxy_routes() {
+        for target in [
+            "/",
+            "/api/groups",
+            "/proxy/",
+            "/proxy",
+            "/proxyx/a/b",
+            "/proxy//v1",
+        ] {
+            assert!(proxy_target(target).is_none(), "{target}");
+        }
+    }
+}

@@ -1,0 +1,249 @@
+//! One client connection: read a request head and body under the limits and timeouts, hand the
+//! request to the proxy or the relay, repeat while the connection is kept alive.
+
+use std::io;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use monoio::buf::IoBufMut;
+use monoio::io::CancelableAsyncReadRent;
+use monoio::net::TcpStream;
+
+use crate::http::{BodyFraming, ChunkedDecoder, HeadError, RequestHead, parse_request_head};
+use crate::route::proxy_target;
+
+use super::Shard;
+use super::respond::Client;
+
+/// Read size for client sockets; request heads and LLM request bodies are mostly smaller.
+const CLIENT_READ_CHUNK: usize = 8 * 1024;
+
+/// Why reading a request stopped.
+enum ReadError {
+    /// Nothing (more) to do on this connection: EOF, idle timeout, shutdown.
+    Closed,
+    /// Answer with this status and message, then close.
+    Reject(u16, &'static str),
+}
+
+pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: std::net::SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    let mut client = Client {
+        stream,
+        buf: Vec::with_capacity(CLIENT_READ_CHUNK),
+        peer,
+        http10: false,
+        keep_alive: true,
+    };
+    loop {
+        if shard.shared.is_draining() {
+            return;
+        }
+        let head = match read_head(&shard, &mut client).await {
+            Ok(head) => head,
+            Err(ReadError::Closed) => return,
+            Err(ReadError::Reject(status, reason)) => {
+                return reject(&mut client, status, reason).await;
+            }
+        };
+        client.http10 = head.minor_version == 0;
+        client.keep_alive = head.keep_alive;
+        let body = match read_body(&shard, &mut client, &head).await {
+            Ok(body) => body,
+            Err(ReadError::Closed) => return,
+            Err(ReadError::Reject(status, reason)) => {
+                return reject(&mut client, status, reason).await;
+            }
+        };
+        shard.active.set(shard.active.get() + 1);
+        let write_timeout = shard.config.write_timeout;
+        let handled =
+            monoio::time::timeout(write_timeout, dispatch(&shard, &mut client, head, body)).await;
+        shard.active.set(shard.active.get() - 1);
+        if handled.is_err() || !client.keep_alive {
+            return;
+        }
+    }
+}
+
+async fn dispatch(shard: &Rc<Shard>, client: &mut Client, head: RequestHead, body: Vec<u8>) {
+    match proxy_target(&head.target) {
+        Some(_) => crate::forward::proxy(shard, client, &head, body).await,
+        None => crate::relay::relay(shard, client, &head, body).await,
+    }
+}
+
+async fn reject(client: &mut Client, status: u16, reason: &str) {
+    client.keep_alive = false;
+    let _ = client.send_error(status, "BAD_REQUEST", reason, &[]).await;
+}
+
+/// Reads until a complete request head is buffered. The first byte may take the idle timeout
+/// (keep-alive); the rest of the head must arrive within the read timeout.
+async fn read_head(shard: &Shard, client: &mut Client) -> Result<RequestHead, ReadError> {
+    let limits = &shard.config.limits;
+    let mut deadline = None;
+    loop {
+        if !client.buf.is_empty() {
+            match parse_request_head(&client.buf, limits) {
+                Ok(Some(head)) => {
+                    client.buf.drain(..head.head_len);
+                    return Ok(head);
+                }
+                Ok(None) => {}
+                Err(e) => return Err(ReadError::Reject(e.status(), reason_of(&e))),
+            }
+            deadline.get_or_insert_with(|| Instant::now() + shard.config.read_timeout);
+        }
+        let wait = match deadline {
+            Some(d) => d.saturating_duration_since(Instant::now()),
+            None => shard.config.idle_timeout,
+        };
+        match read_some(shard, client, wait).await {
+            Ok(0) | Err(ReadTimeout::Io(_)) => return Err(ReadError::Closed),
+            Ok(_) => {}
+            Err(ReadTimeout::Elapsed) if deadline.is_none() => return Err(ReadError::Closed),
+            Err(ReadTimeout::Elapsed) => {
+                return Err(ReadError::Reject(408, "request head not received in time"));
+            }
+        }
+    }
+}
+
+fn reason_of(e: &HeadError) -> &'static str {
+    e.reason()
+}
+
+/// Reads the whole request body (buffered: retries resend it and the model is routed on).
+async fn read_body(
+    shard: &Shard,
+    client: &mut Client,
+    head: &RequestHead,
+) -> Result<Vec<u8>, ReadError> {
+    let max = shard.config.max_body;
+    let deadline = Instant::now() + shard.config.read_timeout;
+    match head.framing {
+        BodyFraming::None => Ok(Vec::new()),
+        BodyFraming::Length(n) if n > max => Err(ReadError::Reject(413, "request body too large")),
+        BodyFraming::Length(n) => {
+            send_continue(client, head).await?;
+            let n = n as usize;
+            while client.buf.len() < n {
+                read_before(shard, client, deadline).await?;
+            }
+            let rest = client.buf.split_off(n);
+            Ok(std::mem::replace(&mut client.buf, rest))
+        }
+        BodyFraming::Chunked => {
+            send_continue(client, head).await?;
+            let mut decoder = ChunkedDecoder::new(max);
+            let mut body = Vec::new();
+            loop {
+                let used = decoder.decode(&client.buf, &mut body).map_err(|e| {
+                    if matches!(e, crate::http::ChunkedError::BodyTooLarge { .. }) {
+                        ReadError::Reject(413, "request body too large")
+                    } else {
+                        ReadError::Reject(400, "malformed chunked request body")
+                    }
+                })?;
+                client.buf.drain(..used);
+                if decoder.is_done() {
+                    return Ok(body);
+                }
+                read_before(shard, client, deadline).await?;
+            }
+        }
+    }
+}
+
+/// `Expect: 100-continue`: tell the client to send the body (curl waits a second otherwise).
+async fn send_continue(client: &mut Client, head: &RequestHead) -> Result<(), ReadError> {
+    if head.expect_continue && client.buf.is_empty() {
+        client
+            .write(b"HTTP/1.1 100 Continue\r\n\r\n".to_vec())
+            .await
+            .map_err(|_| ReadError::Closed)?;
+    }
+    Ok(())
+}
+
+async fn read_before(
+    shard: &Shard,
+    client: &mut Client,
+    deadline: Instant,
+) -> Result<(), ReadError> {
+    match read_some(
+        shard,
+        client,
+        deadline.saturating_duration_since(Instant::now()),
+    )
+    .await
+    {
+        Ok(0) | Err(ReadTimeout::Io(_)) => Err(ReadError::Closed),
+        Ok(_) => Ok(()),
+        Err(ReadTimeout::Elapsed) => {
+            Err(ReadError::Reject(408, "request body not received in time"))
+        }
+    }
+}
+
+enum ReadTimeout {
+    Elapsed,
+    Io(#[allow(dead_code)] io::Error),
+}
+
+/// One read onto the end of the client buffer, bounded by `wait` and cancelled on shutdown.
+async fn read_some(
+    shard: &Shard,
+    client: &mut Client,
+    wait: Duration,
+) -> Result<usize, ReadTimeout> {
+    let mut buf = std::mem::take(&mut client.buf);
+    if buf.capacity() - buf.len() < CLIENT_READ_CHUNK / 2 {
+        buf.reserve(CLIENT_READ_CHUNK);
+    }
+    let (len, cap) = (buf.len(), buf.capacity());
+    let cancel = shard.read_cancel_handle();
+    let read = client
+        .stream
+        .cancelable_read(buf.slice_mut(len..cap), cancel);
+    let (result, slice) = match monoio::time::timeout(wait, read).await {
+        Ok(done) => done,
+        Err(_) => return Err(ReadTimeout::Elapsed),
+    };
+    client.buf = slice.into_inner();
+    result.map_err(ReadTimeout::Io)
+}
+
+/// Resolves when the client has closed its side while we wait for the upstream; never resolves
+/// if it sends more bytes instead (a pipelined request stays in the socket for later).
+pub async fn client_gone(stream: &TcpStream) {
+    use std::os::fd::AsRawFd;
+    loop {
+        if stream.readable(false).await.is_err() {
+            return;
+        }
+        let mut byte = 0u8;
+        // SAFETY: the fd belongs to `stream`, borrowed for this call; one valid byte of buffer.
+        let n = unsafe {
+            libc::recv(
+                stream.as_raw_fd(),
+                (&mut byte as *mut u8).cast(),
+                1,
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
+        };
+        match n {
+            0 => return,
+            1.. => return std::future::pending().await,
+            _ => {
+                let err = io::Error::last_os_error();
+                if err.kind() != io::ErrorKind::WouldBlock
+                    && err.kind() != io::ErrorKind::Interrupted
+                {
+                    return;
+                }
+            }
+        }
+    }
+}

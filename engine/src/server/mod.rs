@@ -1,0 +1,304 @@
+//! The shards: one thread, one monoio runtime, one listener (SO_REUSEPORT) and one upstream pool
+//! each. Everything a shard owns is `!Send` (`Rc`, `RefCell`, `Cell`); what crosses threads is an
+//! `Arc` of immutable data or an atomic, and it crosses in `start` and `Shared`, nowhere else.
+
+pub mod conn;
+pub mod respond;
+
+use std::cell::{Cell, RefCell};
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use monoio::io::{CancelHandle, Canceller};
+use monoio::net::{ListenerOpts, TcpListener};
+use monoio_rustls::TlsConnector;
+
+use crate::EngineConfig;
+use crate::events::EventSink;
+use crate::snapshot::Snapshot;
+use crate::upstream::{Conn, Pool};
+
+/// How often a shard looks for a new snapshot and for shutdown. Bounds how stale a shard's
+/// config can be (the hot-reload promise is one second) at a cost of 100 wake-ups a second.
+const HOUSEKEEPING_TICK: Duration = Duration::from_millis(10);
+
+/// State shared by all shards and the control plane.
+#[derive(Default)]
+pub struct Shared {
+    draining: AtomicBool,
+    /// Proxy requests in flight over all shards (MAX_CONCURRENT_REQUESTS).
+    pub proxy_in_flight: AtomicUsize,
+    /// Request ids: a process-wide counter keeps them unique across shards.
+    pub request_seq: AtomicU64,
+}
+
+impl Shared {
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+}
+
+/// One shard's state. Lives on its thread only.
+pub struct Shard {
+    pub id: usize,
+    pub config: Arc<EngineConfig>,
+    pub shared: Arc<Shared>,
+    snapshot: RefCell<Arc<Snapshot>>,
+    pub pool: Pool,
+    /// Keep-alive connections to the control plane's socket.
+    pub control_pool: RefCell<Vec<Conn>>,
+    pub tls: TlsConnector,
+    pub events: EventSink,
+    /// Requests being handled on this shard (drained before the shard exits).
+    pub active: Cell<usize>,
+    /// Cancels client reads waiting for a next request when the shard drains.
+    read_canceller: RefCell<Canceller>,
+    /// Cancels the pending accept when the shard drains.
+    accept_canceller: RefCell<Canceller>,
+}
+
+impl Shard {
+    /// The snapshot a new request starts with; it keeps it to the end.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.borrow().clone()
+    }
+
+    pub fn read_cancel_handle(&self) -> CancelHandle {
+        self.read_canceller.borrow().handle()
+    }
+}
+
+/// The control plane's handle on the running shards.
+pub struct EngineHandle {
+    senders: Vec<Sender<Arc<Snapshot>>>,
+    applied: Vec<Arc<AtomicU64>>,
+    threads: std::sync::Mutex<Vec<JoinHandle<()>>>,
+    pub shared: Arc<Shared>,
+    /// Which io driver each shard runs ("io_uring" or "epoll").
+    pub drivers: Vec<&'static str>,
+    pub events: EventSink,
+}
+
+impl EngineHandle {
+    /// Sends a snapshot to every shard; each swaps it in between requests.
+    pub fn publish(&self, snapshot: Arc<Snapshot>) {
+        for tx in &self.senders {
+            let _ = tx.send(snapshot.clone());
+        }
+    }
+
+    /// Whether every shard runs a snapshot at least as new as `version`.
+    pub fn applied(&self, version: u64) -> bool {
+        self.applied
+            .iter()
+            .all(|a| a.load(Ordering::Acquire) >= version)
+    }
+
+    /// Stops accepting, waits for requests in flight up to `grace`, and joins the shards.
+    pub fn shutdown(&self, grace: Duration) {
+        self.shared.draining.store(true, Ordering::SeqCst);
+        let deadline = Instant::now() + grace + Duration::from_secs(1);
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
+        for thread in threads {
+            while !thread.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            if thread.is_finished() {
+                let _ = thread.join();
+            }
+        }
+    }
+}
+
+/// Starts `config.threads` shards listening on `config.listen`; returns once every shard is
+/// listening, or with the first bind error.
+pub fn start(
+    config: EngineConfig,
+    initial: Arc<Snapshot>,
+    events: EventSink,
+) -> std::io::Result<EngineHandle> {
+    let config = Arc::new(config);
+    let shared = Arc::new(Shared::default());
+    let tls = TlsConnector::from(Arc::new(
+        crate::upstream::conn::tls_config(config.extra_ca_file.as_deref())
+            .map_err(std::io::Error::other)?,
+    ));
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let mut handle = EngineHandle {
+        senders: Vec::new(),
+        applied: Vec::new(),
+        threads: std::sync::Mutex::new(Vec::new()),
+        shared: shared.clone(),
+        drivers: Vec::new(),
+        events: events.clone(),
+    };
+    for id in 0..config.threads {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let applied = Arc::new(AtomicU64::new(initial.version));
+        let ctx = ShardStart {
+            id,
+            config: config.clone(),
+            shared: shared.clone(),
+            snapshot: initial.clone(),
+            snapshots: rx,
+            applied: applied.clone(),
+            tls: tls.clone(),
+            events: events.clone(),
+            ready: ready_tx.clone(),
+        };
+        let thread = std::thread::Builder::new()
+            .name(format!("shard-{id}"))
+            .spawn(move || run_thread(ctx))?;
+        handle.senders.push(tx);
+        handle.applied.push(applied);
+        handle
+            .threads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(thread);
+    }
+    drop(ready_tx);
+    for _ in 0..config.threads {
+        match ready_rx.recv() {
+            Ok(Ok(driver)) => handle.drivers.push(driver),
+            Ok(Err(e)) => {
+                shared.draining.store(true, Ordering::SeqCst);
+                return Err(e);
+            }
+            Err(_) => return Err(std::io::Error::other("a shard thread exited during start")),
+        }
+    }
+    Ok(handle)
+}
+
+struct ShardStart {
+    id: usize,
+    config: Arc<EngineConfig>,
+    shared: Arc<Shared>,
+    snapshot: Arc<Snapshot>,
+    snapshots: Receiver<Arc<Snapshot>>,
+    applied: Arc<AtomicU64>,
+    tls: TlsConnector,
+    events: EventSink,
+    ready: std::sync::mpsc::Sender<std::io::Result<&'static str>>,
+}
+
+fn run_thread(ctx: ShardStart) {
+    let built = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+        .with_entries(4096)
+        .enable_timer()
+        .build();
+    let mut runtime = match built {
+        Ok(rt) => rt,
+        Err(e) => {
+            let _ = ctx.ready.send(Err(e));
+            return;
+        }
+    };
+    let driver = match &runtime {
+        #[cfg(target_os = "linux")]
+        monoio::FusionRuntime::Uring(_) => "io_uring",
+        monoio::FusionRuntime::Legacy(_) => "epoll",
+    };
+    runtime.block_on(shard_main(ctx, driver));
+}
+
+async fn shard_main(ctx: ShardStart, driver: &'static str) {
+    let opts = ListenerOpts::new()
+        .reuse_port(true)
+        .reuse_addr(true)
+        .backlog(4096);
+    let listener = match TcpListener::bind_with_config(ctx.config.listen, &opts) {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = ctx.ready.send(Err(std::io::Error::new(
+                e.kind(),
+                format!("listen on {}: {e}", ctx.config.listen),
+            )));
+            return;
+        }
+    };
+    let shard = Rc::new(Shard {
+        id: ctx.id,
+        config: ctx.config,
+        shared: ctx.shared,
+        snapshot: RefCell::new(ctx.snapshot),
+        pool: Pool::default(),
+        control_pool: RefCell::new(Vec::new()),
+        tls: ctx.tls,
+        events: ctx.events,
+        active: Cell::new(0),
+        read_canceller: RefCell::new(Canceller::new()),
+        accept_canceller: RefCell::new(Canceller::new()),
+    });
+    let _ = ctx.ready.send(Ok(driver));
+    let accept_cancel = shard.accept_canceller.borrow().handle();
+    monoio::spawn(housekeeping(shard.clone(), ctx.snapshots, ctx.applied));
+    accept_loop(&shard, &listener, accept_cancel).await;
+    drop(listener);
+    drain(&shard).await;
+}
+
+async fn accept_loop(shard: &Rc<Shard>, listener: &TcpListener, cancel: CancelHandle) {
+    loop {
+        match listener.cancelable_accept(cancel.clone()).await {
+            Ok((stream, peer)) => {
+                monoio::spawn(conn::serve(shard.clone(), stream, peer));
+            }
+            Err(_) if shard.shared.is_draining() => return,
+            Err(e) => {
+                // Out of descriptors or a transient error: back off briefly instead of spinning.
+                tracing::warn!(shard = shard.id, error = %e, "accept failed");
+                monoio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Waits for this shard's requests in flight to finish, up to the graceful-shutdown bound.
+async fn drain(shard: &Shard) {
+    let deadline = Instant::now() + shard.config.shutdown_grace;
+    while shard.active.get() > 0 && Instant::now() < deadline {
+        monoio::time::sleep(HOUSEKEEPING_TICK).await;
+    }
+}
+
+/// Swaps in new snapshots, evicts idle upstream connections and starts draining on shutdown.
+async fn housekeeping(
+    shard: Rc<Shard>,
+    snapshots: Receiver<Arc<Snapshot>>,
+    applied: Arc<AtomicU64>,
+) {
+    let mut last_evict = Instant::now();
+    loop {
+        monoio::time::sleep(HOUSEKEEPING_TICK).await;
+        while let Ok(snapshot) = snapshots.try_recv() {
+            let version = snapshot.version;
+            *shard.snapshot.borrow_mut() = snapshot;
+            applied.store(version, Ordering::Release);
+        }
+        if last_evict.elapsed() >= Duration::from_secs(1) {
+            last_evict = Instant::now();
+            shard.pool.evict_idle(shard.config.max_upstream_idle);
+        }
+        if shard.shared.is_draining() {
+            std::mem::take(&mut *shard.accept_canceller.borrow_mut()).cancel();
+            std::mem::take(&mut *shard.read_canceller.borrow_mut()).cancel();
+            return;
+        }
+    }
+}
+
+/// The address a shard listens on, for logs.
+pub fn describe(listen: SocketAddr, drivers: &[&str]) -> String {
+    format!(
+        "{listen} ({} shards: {})",
+        drivers.len(),
+        drivers.join(", ")
+    )
+}

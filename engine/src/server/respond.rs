@@ -1,0 +1,123 @@
+//! Writing responses to clients: whole small responses (errors, envelopes) in one write, and
+//! streamed bodies framed piece by piece and flushed as they arrive.
+
+use std::io;
+use std::net::SocketAddr;
+
+use monoio::io::AsyncWriteRentExt;
+use monoio::net::TcpStream;
+
+use crate::http::{LAST_CHUNK, write_chunk, write_header, write_status_line};
+
+/// The client side of a connection: the socket, bytes read but not yet consumed (a pipelined
+/// next request), and what the current request said about the connection.
+pub struct Client {
+    pub stream: TcpStream,
+    pub buf: Vec<u8>,
+    pub peer: SocketAddr,
+    /// The client speaks HTTP/1.0: no chunked framing towards it.
+    pub http10: bool,
+    /// Whether the connection stays open after the current response.
+    pub keep_alive: bool,
+}
+
+/// How a streamed response body is framed towards the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientFraming {
+    Length(u64),
+    Chunked,
+    /// HTTP/1.0 clients without a length: the body ends when we close.
+    Close,
+}
+
+impl Client {
+    pub async fn write(&mut self, data: Vec<u8>) -> io::Result<()> {
+        let (result, _) = self.stream.write_all(data).await;
+        result.map(|_| ())
+    }
+
+    /// Writes a complete response with a JSON body.
+    pub async fn send_json(
+        &mut self,
+        status: u16,
+        body: &[u8],
+        extra: &[(&str, &str)],
+    ) -> io::Result<()> {
+        let mut out = Vec::with_capacity(256 + body.len());
+        write_status_line(&mut out, status);
+        write_header(&mut out, "Content-Type", b"application/json; charset=utf-8");
+        for (name, value) in extra {
+            write_header(&mut out, name, value.as_bytes());
+        }
+        self.finish_head(&mut out, Some(body.len() as u64));
+        out.extend_from_slice(body);
+        self.write(out).await
+    }
+
+    /// Writes `{"code":…,"message":…}`, v1's error envelope.
+    pub async fn send_error(
+        &mut self,
+        status: u16,
+        code: &str,
+        message: &str,
+        extra: &[(&str, &str)],
+    ) -> io::Result<()> {
+        let body = serde_json::json!({ "code": code, "message": message }).to_string();
+        self.send_json(status, body.as_bytes(), extra).await
+    }
+
+    /// Adds `Content-Length` (when known) and `Connection: close` if the connection ends, and
+    /// the blank line.
+    pub fn finish_head(&mut self, out: &mut Vec<u8>, length: Option<u64>) {
+        if let Some(len) = length {
+            write_header(out, "Content-Length", len.to_string().as_bytes());
+        }
+        if !self.keep_alive {
+            write_header(out, "Connection", b"close");
+        } else if self.http10 {
+            write_header(out, "Connection", b"keep-alive");
+        }
+        out.extend_from_slice(b"\r\n");
+    }
+
+    /// The framing for a streamed body of `length` (if known), adding its header to `out`.
+    pub fn choose_framing(&mut self, out: &mut Vec<u8>, length: Option<u64>) -> ClientFraming {
+        match length {
+            Some(n) => {
+                self.finish_head(out, Some(n));
+                ClientFraming::Length(n)
+            }
+            None if self.http10 => {
+                self.keep_alive = false;
+                self.finish_head(out, None);
+                ClientFraming::Close
+            }
+            None => {
+                write_header(out, "Transfer-Encoding", b"chunked");
+                self.finish_head(out, None);
+                ClientFraming::Chunked
+            }
+        }
+    }
+
+    /// Sends one piece of a streamed body, framed.
+    pub async fn send_piece(&mut self, framing: ClientFraming, data: &[u8]) -> io::Result<()> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        let mut out = Vec::with_capacity(data.len() + 16);
+        match framing {
+            ClientFraming::Chunked => write_chunk(&mut out, data),
+            ClientFraming::Length(_) | ClientFraming::Close => out.extend_from_slice(data),
+        }
+        self.write(out).await
+    }
+
+    /// Ends a streamed body.
+    pub async fn finish_body(&mut self, framing: ClientFraming) -> io::Result<()> {
+        match framing {
+            ClientFraming::Chunked => self.write(LAST_CHUNK.to_vec()).await,
+            _ => Ok(()),
+        }
+    }
+}

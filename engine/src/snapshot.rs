@@ -1,0 +1,84 @@
+//! The snapshot: everything a shard needs to route a request, immutable and shared. The control
+//! plane builds a new one on every change and sends it to each shard; a request keeps the
+//! `Arc<Snapshot>` it started with, so a reload never disturbs a request in flight.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::channel::Channel;
+use crate::failover::FailoverCodes;
+use crate::keys::KeyRing;
+use crate::upstream::Upstreams;
+
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// Increases with every snapshot the control plane publishes.
+    pub version: u64,
+    pub groups: HashMap<Box<str>, Arc<Group>>,
+    /// The system setting `proxy_keys`: valid for every group.
+    pub global_proxy_keys: HashSet<Box<str>>,
+}
+
+impl Snapshot {
+    pub fn group(&self, name: &str) -> Option<&Arc<Group>> {
+        self.groups.get(name)
+    }
+}
+
+/// One group as the engine routes it.
+#[derive(Debug)]
+pub struct Group {
+    pub id: i64,
+    pub name: Arc<str>,
+    pub channel: Channel,
+    pub is_aggregate: bool,
+    pub upstreams: Upstreams,
+    pub keys: KeyRing,
+    /// The group's own proxy keys (in addition to the global ones).
+    pub proxy_keys: HashSet<Box<str>>,
+    pub settings: GroupSettings,
+    /// Top-level JSON fields merged into request bodies.
+    pub param_overrides: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+impl Group {
+    /// Whether `key` may use this group.
+    pub fn accepts(&self, key: &str, snapshot: &Snapshot) -> bool {
+        self.proxy_keys.contains(key) || snapshot.global_proxy_keys.contains(key)
+    }
+}
+
+/// The effective settings of a group (system settings overlaid with the group's `config`) that
+/// the request path reads. Computed once per snapshot, never per request.
+#[derive(Debug, Clone)]
+pub struct GroupSettings {
+    pub max_retries: u32,
+    /// Cumulative failures before a key turns invalid; 0 = never.
+    pub blacklist_threshold: u64,
+    pub failover_codes: FailoverCodes,
+    pub connect_timeout: Duration,
+    pub response_header_timeout: Duration,
+    /// Whole-request bound for non-stream requests.
+    pub request_timeout: Duration,
+    pub idle_conn_timeout: Duration,
+    pub max_idle_conns_per_host: usize,
+    pub enable_request_body_logging: bool,
+}
+
+impl Default for GroupSettings {
+    /// GPT-Load v1's defaults (spec §5.2).
+    fn default() -> Self {
+        Self {
+            max_retries: 3,
+            blacklist_threshold: 3,
+            failover_codes: FailoverCodes::default(),
+            connect_timeout: Duration::from_secs(15),
+            response_header_timeout: Duration::from_secs(600),
+            request_timeout: Duration::from_secs(600),
+            idle_conn_timeout: Duration::from_secs(120),
+            max_idle_conns_per_host: 50,
+            enable_request_body_logging: false,
+        }
+    }
+}

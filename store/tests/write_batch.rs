@@ -1,0 +1,359 @@
+//! The log flush: log rows, key usage, hourly stats for group and parent, key states, in one go.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{fresh, group, log, new_keys, raw, utc};
+use store::{FlushBatch, KeyStateUpdate, LogRow};
+
+/// (time, group_id, success, failure) rows of group_hourly_stats, ordered.
+fn hourly(path: &std::path::Path) -> Vec<(String, i64, i64, i64)> {
+    let conn = raw(path);
+    let mut stmt = conn
+        .prepare(
+            "SELECT time, group_id, success_count, failure_count FROM group_hourly_stats \
+             ORDER BY time, group_id",
+        )
+        .expect("prepare");
+    stmt.query_map([], |row| {
+        Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+    })
+    .expect("query")
+    .collect::<Result<_, _>>()
+    .expect("rows")
+}
+
+fn log_count(path: &std::path::Path) -> i64 {
+    raw(path)
+        .query_row("SELECT COUNT(*) FROM request_logs", [], |row| row.get(0))
+        .expect("count")
+}
+
+#[tokio::test]
+async fn successful_rows_count_per_group_and_key() {
+    let db = fresh().await;
+    let a = db.store.insert_group(group("a")).await.expect("group");
+    let b = db.store.insert_group(group("b")).await.expect("group");
+    // The same key (same hash) imported into both groups.
+    db.store
+        .insert_keys(a.id, new_keys("k", 2))
+        .await
+        .expect("keys");
+    db.store
+        .insert_keys(b.id, new_keys("k", 1))
+        .await
+        .expect("keys");
+
+    let t1 = utc("2025-09-01T04:10:00.5Z");
+    let t2 = utc("2025-09-01T04:20:00.25Z");
+    let mut failed = log("l3", utc("2025-09-01T04:30:00Z"), a.id, "k-hash-0");
+    failed.is_success = false;
+    failed.status_code = 429;
+    db.store
+        .write_batch(FlushBatch {
+            // Out of order on purpose: last_used_at must be the latest, not the last.
+            logs: vec![
+                log("l1", t2, a.id, "k-hash-0"),
+                log("l2", t1, a.id, "k-hash-0"),
+                failed,
+                log("l4", t1, a.id, "k-hash-1"),
+            ],
+            key_states: vec![],
+        })
+        .await
+        .expect("flush");
+
+    assert_eq!(log_count(&db.path), 4);
+    let keys = db.store.keys_of_group(a.id).await.expect("keys");
+    assert_eq!((keys[0].request_count, keys[0].last_used_at), (2, Some(t2)));
+    assert_eq!((keys[1].request_count, keys[1].last_used_at), (1, Some(t1)));
+    let in_b = &db.store.keys_of_group(b.id).await.expect("keys")[0];
+    assert_eq!(
+        (in_b.request_count, in_b.last_used_at),
+        (0, None),
+        "other group untouched"
+    );
+}
+
+#[tokio::test]
+async fn final_rows_count_hourly_for_group_and_parent() {
+    let db = fresh().await;
+    let at = utc("2025-09-01T04:59:59.999Z");
+    let next_hour = utc("2025-09-01T05:00:00Z");
+    let through_parent = |id: &str, t, ok: bool, kind: &str| LogRow {
+        parent_group_id: 9,
+        parent_group_name: "agg".to_owned(),
+        is_success: ok,
+        request_type: kind.to_owned(),
+        ..log(id, t, 1, "h")
+    };
+    let batch = |prefix: &str| FlushBatch {
+        logs: vec![
+            through_parent(&format!("{prefix}1"), at, true, "final"),
+            through_parent(&format!("{prefix}2"), at, false, "final"),
+            through_parent(&format!("{prefix}3"), at, false, "retry"),
+            log(&format!("{prefix}4"), next_hour, 1, "h"),
+        ],
+        key_states: vec![],
+    };
+    db.store.write_batch(batch("a")).await.expect("first flush");
+    db.store
+        .write_batch(batch("b"))
+        .await
+        .expect("second flush adds up");
+
+    let hour4 = "2025-09-01 04:00:00.000000000+00:00".to_owned();
+    let hour5 = "2025-09-01 05:00:00.000000000+00:00".to_owned();
+    assert_eq!(
+        hourly(&db.path),
+        [(hour4.clone(), 1, 2, 2), (hour4, 9, 2, 2), (hour5, 1, 2, 0),]
+    );
+}
+
+#[tokio::test]
+async fn key_states_are_applied_by_id() {
+    let db = fresh().await;
+    let g = db.store.insert_group(group("g")).await.expect("group");
+    let keys = db
+        .store
+        .insert_keys(g.id, new_keys("g", 2))
+        .await
+        .expect("keys");
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    db.store
+        .write_batch(FlushBatch {
+            logs: vec![],
+            key_states: vec![KeyStateUpdate {
+                key_id: keys[1].id,
+                failure_count: 3,
+                status: "invalid".to_owned(),
+            }],
+        })
+        .await
+        .expect("flush");
+    let stored = db.store.keys_of_group(g.id).await.expect("keys");
+    assert_eq!(
+        (stored[0].failure_count, stored[0].status.as_str()),
+        (0, "active")
+    );
+    assert_eq!(
+        (stored[1].failure_count, stored[1].status.as_str()),
+        (3, "invalid")
+    );
+    assert!(stored[1].updated_at > keys[1].updated_at);
+}
+
+#[tokio::test]
+async fn log_rows_are_stored_as_given() {
+    let db = fresh().await;
+    let mut entry = log(
+        "0b6c1f5e-7d2a-4c33-9a57-3f0c8f1d2e01",
+        utc("2025-09-01T04:10:00Z"),
+        3,
+        "h",
+    );
+    entry.parent_group_id = 7;
+    entry.is_stream = true;
+    entry.error_message = "quota".to_owned();
+    entry.request_type = "retry".to_owned();
+    db.store
+        .write_batch(FlushBatch {
+            logs: vec![entry],
+            key_states: vec![],
+        })
+        .await
+        .expect("flush");
+    let row: (String, i64, i64, bool, bool, String, String) = raw(&db.path)
+        .query_row(
+            "SELECT timestamp, group_id, parent_group_id, is_success, is_stream, error_message, \
+             request_type FROM request_logs",
+            [],
+            |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                ))
+            },
+        )
+        .expect("row");
+    assert_eq!(
+        row,
+        (
+            "2025-09-01 04:10:00.000000000+00:00".to_owned(),
+            3,
+            7,
+            true,
+            true,
+            "quota".to_owned(),
+            "retry".to_owned()
+        )
+    );
+    assert!(hourly(&db.path).is_empty(), "retry rows are not counted");
+}
+
+#[tokio::test]
+async fn a_replayed_batch_counts_once() {
+    let db = fresh().await;
+    let g = db.store.insert_group(group("g")).await.expect("group");
+    db.store
+        .insert_keys(g.id, new_keys("g", 1))
+        .await
+        .expect("keys");
+    let batch = FlushBatch {
+        logs: vec![log(
+            "same-id",
+            utc("2025-09-01T04:10:00Z"),
+            g.id,
+            "g-hash-0",
+        )],
+        key_states: vec![],
+    };
+    db.store.write_batch(batch.clone()).await.expect("flush");
+    db.store.write_batch(batch).await.expect("replay");
+    assert_eq!(log_count(&db.path), 1);
+    assert_eq!(
+        db.store.keys_of_group(g.id).await.expect("keys")[0].request_count,
+        1
+    );
+    assert_eq!(hourly(&db.path)[0].2, 1);
+}
+
+#[tokio::test]
+async fn a_failed_batch_leaves_nothing_behind() {
+    let db = fresh().await;
+    let g = db.store.insert_group(group("g")).await.expect("group");
+    db.store
+        .insert_keys(g.id, new_keys("g", 1))
+        .await
+        .expect("keys");
+    // Make the last step of the flush fail: a trigger refuses the key state update.
+    raw(&db.path)
+        .execute_batch(
+            "CREATE TRIGGER refuse BEFORE UPDATE OF status ON api_keys \
+             BEGIN SELECT RAISE(ABORT, 'refused'); END;",
+        )
+        .expect("trigger");
+    let result = db
+        .store
+        .write_batch(FlushBatch {
+            logs: vec![log("l1", utc("2025-09-01T04:10:00Z"), g.id, "g-hash-0")],
+            key_states: vec![KeyStateUpdate {
+                key_id: 1,
+                failure_count: 1,
+                status: "invalid".to_owned(),
+            }],
+        })
+        .await;
+    let err = result.expect_err("flush fails");
+    assert!(err.to_string().contains("refused"), "{err}");
+    assert_eq!(log_count(&db.path), 0);
+    assert!(hourly(&db.path).is_empty());
+    assert_eq!(
+        db.store.keys_of_group(g.id).await.expect("keys")[0].request_count,
+        0
+    );
+}
+
+#[tokio::test]
+async fn a_thousand_logs_take_milliseconds() {
+    let db = fresh().await;
+    let g = db.store.insert_group(group("g")).await.expect("group");
+    db.store
+        .insert_keys(g.id, new_keys("g", 100))
+        .await
+        .expect("keys");
+    let start = utc("2025-09-01T04:00:00Z");
+    let logs: Vec<LogRow> = (0..1000)
+        .map(|i| {
+            let mut entry = log(
+                &format!("log-{i}"),
+                start + chrono::Duration::seconds(i),
+                g.id,
+                &format!("g-hash-{}", i % 100),
+            );
+            entry.is_success = i % 10 != 0;
+            entry.parent_group_id = 42;
+            entry
+        })
+        .collect();
+
+    let started = Instant::now();
+    db.store
+        .write_batch(FlushBatch {
+            logs,
+            key_states: vec![],
+        })
+        .await
+        .expect("flush");
+    let took = started.elapsed();
+
+    assert_eq!(log_count(&db.path), 1000);
+    let total: i64 = db
+        .store
+        .all_keys()
+        .await
+        .expect("keys")
+        .iter()
+        .map(|k| k.request_count)
+        .sum();
+    assert_eq!(total, 900);
+    let stats = hourly(&db.path);
+    assert_eq!(stats.len(), 2, "one hour, group and parent");
+    assert_eq!((stats[0].2, stats[0].3), (900, 100));
+    // Tens of milliseconds in a debug build; a second would mean a transaction per row.
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_flushes_and_reads_all_land() {
+    let db = fresh().await;
+    let g = db.store.insert_group(group("g")).await.expect("group");
+    db.store
+        .insert_keys(g.id, new_keys("g", 1))
+        .await
+        .expect("keys");
+    let mut tasks = Vec::new();
+    for task in 0..8 {
+        let store = db.store.clone();
+        let group_id = g.id;
+        tasks.push(tokio::spawn(async move {
+            for n in 0..10 {
+                let batch = FlushBatch {
+                    logs: vec![log(
+                        &format!("t{task}-{n}"),
+                        utc("2025-09-01T04:10:00Z"),
+                        group_id,
+                        "g-hash-0",
+                    )],
+                    key_states: vec![],
+                };
+                store.write_batch(batch).await.expect("flush");
+                store.list_groups().await.expect("read while writing");
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("task");
+    }
+    assert_eq!(
+        db.store.keys_of_group(g.id).await.expect("keys")[0].request_count,
+        80
+    );
+    assert_eq!(hourly(&db.path)[0].2, 80);
+}
+
+#[tokio::test]
+async fn an_empty_batch_is_a_no_op() {
+    let db = fresh().await;
+    db.store
+        .write_batch(FlushBatch::default())
+        .await
+        .expect("empty flush");
+    assert_eq!(log_count(&db.path), 0);
+}
