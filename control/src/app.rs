@@ -92,6 +92,11 @@ pub async fn run(config: Config) -> Result<(), String> {
         EventSink::new(events_tx),
     )
     .map_err(|e| format!("engine: {e}"))?;
+    if engine.drivers.contains(&"epoll") {
+        tracing::warn!(
+            "io_uring is unavailable here (kernel, seccomp or memlock limits); the engine runs on epoll"
+        );
+    }
     let app = Arc::new(App {
         config,
         store: store.clone(),

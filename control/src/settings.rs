@@ -261,10 +261,8 @@ impl SystemSettings {
             .map(|d| (d.key, d.default.to_string()))
             .collect();
         for (key, value) in rows {
-            if let Some(def) = find(key) {
-                if validate_stored(def, value) {
-                    values.insert(def.key, value.to_string());
-                }
+            if let Some(def) = find(key).filter(|d| validate_stored(d, value)) {
+                values.insert(def.key, value.to_string());
             }
         }
         Self { values }

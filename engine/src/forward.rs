@@ -779,10 +779,11 @@ fn remaining(started: Instant, total: Duration) -> Duration {
 
 /// The client's `X-Request-Id` when it is sane, else a new one unique in this process.
 fn request_id(shard: &Shard, head: &RequestHead) -> String {
-    if let Some(id) = head.header("x-request-id") {
-        if !id.is_empty() && id.len() <= 128 && id.iter().all(|b| b.is_ascii_graphic()) {
-            return String::from_utf8_lossy(id).into_owned();
-        }
+    if let Some(id) = head
+        .header("x-request-id")
+        .filter(|id| !id.is_empty() && id.len() <= 128 && id.iter().all(|b| b.is_ascii_graphic()))
+    {
+        return String::from_utf8_lossy(id).into_owned();
     }
     let seq = shard.shared.request_seq.fetch_add(1, Ordering::Relaxed);
     format!(

@@ -7,7 +7,7 @@
 //!
 //! `DATABASE_DSN` picks the backend exactly as GPT-Load does (see [`Store::open`]). SQLite is
 //! implemented; MySQL and PostgreSQL are recognised and refused with a clear message until their
-//! modules (`mysql.rs`, `postgres.rs`) join [`Backend`]'s variants.
+//! modules (`mysql.rs`, `postgres.rs`) join the `Backend` enum.
 //!
 //! ```no_run
 //! # async fn demo() -> store::StoreResult<()> {

@@ -238,7 +238,7 @@ fn apply_json_fields(
         let rules = object_or_empty(v, "model_redirect_rules")?;
         if rules.as_object().is_some_and(|m| {
             m.values()
-                .any(|v| !v.as_str().is_some_and(|s| !s.trim().is_empty()))
+                .any(|v| v.as_str().is_none_or(|s| s.trim().is_empty()))
         }) {
             return Err(ApiError::validation(
                 "model_redirect_rules: every target must be a non-empty model name",

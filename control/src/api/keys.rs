@@ -157,12 +157,13 @@ pub async fn list(
         .unwrap_or(0);
     standard_group(&app, group_id).await?;
     let status = q.status.filter(|s| !s.is_empty());
-    if let Some(s) = &status {
-        if s != "active" && s != "invalid" {
-            return Err(ApiError::validation(format!(
-                "invalid status '{s}': expected active or invalid"
-            )));
-        }
+    if let Some(s) = status
+        .as_ref()
+        .filter(|s| *s != "active" && *s != "invalid")
+    {
+        return Err(ApiError::validation(format!(
+            "invalid status '{s}': expected active or invalid"
+        )));
     }
     let (page, page_size) = paging(q.page.as_deref(), q.page_size.as_deref());
     let key_hash = q

@@ -10,8 +10,8 @@ use chrono::Utc;
 use rusqlite::types::Value;
 use rusqlite::{Connection, Row, params, params_from_iter};
 
-use super::{Context, SqliteStore, begin_write, columns, datetime, lock};
-use crate::error::StoreResult;
+use super::{Context, SqliteStore, begin_write, columns, datetime, is_unique_violation, lock};
+use crate::error::{StoreError, StoreResult};
 use crate::model::{KeyQuery, KeyRow, NewKey};
 
 /// Rows per write transaction: big enough that per-transaction cost vanishes, small enough that
@@ -169,7 +169,7 @@ fn insert_chunk(conn: &mut Connection, group_id: i64, keys: &[NewKey]) -> StoreR
         for key in keys {
             let id = stmt
                 .insert(params![key.value, key.hash, group_id, stamp])
-                .with_context(|| format!("insert key into group {group_id}"))?;
+                .map_err(|e| insert_error(e, group_id, &key.hash))?;
             inserted.push(KeyRow {
                 id,
                 key_value: key.value.clone(),
@@ -189,13 +189,25 @@ fn insert_chunk(conn: &mut Connection, group_id: i64, keys: &[NewKey]) -> StoreR
     Ok(inserted)
 }
 
+/// v1 databases from before v1.1 may still carry a unique index on (group_id, key_value).
+fn insert_error(e: rusqlite::Error, group_id: i64, hash: &str) -> StoreError {
+    if is_unique_violation(&e) {
+        StoreError::Duplicate(format!(
+            "key with hash {hash} already exists in group {group_id}"
+        ))
+    } else {
+        StoreError::Db(format!("sqlite: insert key into group {group_id}: {e}"))
+    }
+}
+
 fn delete_chunk(conn: &mut Connection, group_id: i64, hashes: &[String]) -> StoreResult<Vec<i64>> {
     let txn = begin_write(conn)?;
     let mut deleted = Vec::new();
     {
         let mut stmt = txn
             .prepare_cached(
-                "DELETE FROM api_keys WHERE group_id = ?1 AND key_hash = ?2 RETURNING id",
+                // `+group_id`: look up by hash, not by scanning the group (see logs.rs).
+                "DELETE FROM api_keys WHERE key_hash = ?2 AND +group_id = ?1 RETURNING id",
             )
             .context("prepare key delete")?;
         for hash in hashes {
@@ -216,7 +228,14 @@ fn list_keys(conn: &Connection, query: &KeyQuery) -> StoreResult<(Vec<KeyRow>, i
     let mut filters = Vec::new();
     let mut values = Vec::new();
     if query.group_id > 0 {
-        filters.push("group_id = ?");
+        // With a hash to match, the hash index finds the row at once; the group index would
+        // scan the group (`+` keeps SQLite from choosing it, see logs.rs).
+        let by_group = if query.key_hash.is_some() {
+            "+group_id = ?"
+        } else {
+            "group_id = ?"
+        };
+        filters.push(by_group);
         values.push(Value::Integer(query.group_id));
     }
     if let Some(status) = &query.status {
