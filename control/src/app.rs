@@ -84,7 +84,12 @@ pub async fn run(config: Config) -> Result<(), String> {
 
     let socket = control_socket_path();
     let _ = std::fs::remove_file(&socket);
-    let listener = poem::listener::UnixListener::bind(socket.clone());
+    // Bound here, not when the server task first runs: once "listening" is logged, the shards
+    // must be able to relay admin requests to the socket.
+    let unix = poem::listener::UnixListener::bind(socket.clone());
+    let listener = poem::listener::Listener::into_acceptor(unix)
+        .await
+        .map_err(|e| format!("control socket {}: {e}", socket.display()))?;
     let (events_tx, events_rx) = crossbeam_channel::bounded(EVENT_QUEUE);
     let engine = engine::start(
         engine_config(&config, socket.clone()),
@@ -118,7 +123,7 @@ pub async fn run(config: Config) -> Result<(), String> {
     tokio::spawn(refresh_dns(app.clone()));
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = poem::Server::new(listener).run_with_graceful_shutdown(
+    let server = poem::Server::new_with_acceptor(listener).run_with_graceful_shutdown(
         crate::api::routes(app.clone()),
         async {
             let _ = stop_rx.await;

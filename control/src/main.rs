@@ -42,7 +42,6 @@ fn main() {
         }
     };
     if let Err(e) = runtime.block_on(app::run(config)) {
-        tracing::error!("{e}");
         eprintln!("gpt-load: {e}");
         std::process::exit(1);
     }

@@ -41,27 +41,45 @@ async fn openai_group(mock: &MockUpstream, keys: &[&str], extra: Value) -> (Serv
     (server, id)
 }
 
+/// Request headers as (name, value) pairs.
+type Headers<'a> = &'a [(&'a str, &'a str)];
+
+/// POSTs `body` to `path` with exactly `headers`: no proxy key unless they (or the path) carry
+/// one.
+async fn post_as(
+    server: &Server,
+    path: &str,
+    headers: Headers<'_>,
+    body: &Value,
+) -> reqwest::Response {
+    let request = server
+        .client
+        .post(server.url(path))
+        .timeout(WAIT)
+        .json(body);
+    let request = headers
+        .iter()
+        .fold(request, |r, (name, value)| r.header(*name, *value));
+    request.send().await.expect("proxy request")
+}
+
 /// POSTs `body` to `path` with PROXY_KEY as Bearer and the extra `headers`.
 async fn post(
     server: &Server,
     path: &str,
-    headers: &[(&str, &str)],
+    headers: Headers<'_>,
     body: &Value,
 ) -> reqwest::Response {
-    let mut request = server
-        .client
-        .post(server.url(path))
-        .timeout(WAIT)
-        .bearer_auth(PROXY_KEY)
-        .json(body);
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    request.send().await.expect("proxy request")
+    let bearer = format!("Bearer {PROXY_KEY}");
+    let all: Vec<(&str, &str)> = [("Authorization", bearer.as_str())]
+        .into_iter()
+        .chain(headers.iter().copied())
+        .collect();
+    post_as(server, path, &all, body).await
 }
 
-/// A chat completion on group `g` with the extra `headers`.
-async fn chat(server: &Server, headers: &[(&str, &str)]) -> reqwest::Response {
+/// A chat completion on group `g` with PROXY_KEY and the extra `headers`.
+async fn chat(server: &Server, headers: Headers<'_>) -> reqwest::Response {
     post(server, CHAT, headers, &chat_body()).await
 }
 
@@ -195,32 +213,17 @@ async fn s2_12_status_and_body_pass_through_with_a_request_id() {
 async fn s2_2_proxy_key_accepted_in_all_four_forms_and_the_global_key() {
     let mock = MockUpstream::start().await;
     let (server, _) = openai_group(&mock, &["sk-upstream-1"], json!({})).await;
-    let forms: [(&str, Option<(&str, String)>); 5] = [
-        ("query", None),
-        (
-            "bearer",
-            Some(("Authorization", format!("Bearer {PROXY_KEY}"))),
-        ),
-        ("x-api-key", Some(("X-Api-Key", PROXY_KEY.to_string()))),
-        (
-            "x-goog-api-key",
-            Some(("X-Goog-Api-Key", PROXY_KEY.to_string())),
-        ),
-        (
-            "global key (AUTH_KEY)",
-            Some(("Authorization", format!("Bearer {AUTH_KEY}"))),
-        ),
+    let (bearer, global) = (format!("Bearer {PROXY_KEY}"), format!("Bearer {AUTH_KEY}"));
+    let query = format!("{CHAT}?key={PROXY_KEY}");
+    let forms: [(&str, &str, Headers); 5] = [
+        ("query", &query, &[]),
+        ("bearer", CHAT, &[("Authorization", &bearer)]),
+        ("x-api-key", CHAT, &[("X-Api-Key", PROXY_KEY)]),
+        ("x-goog-api-key", CHAT, &[("X-Goog-Api-Key", PROXY_KEY)]),
+        ("global key (AUTH_KEY)", CHAT, &[("Authorization", &global)]),
     ];
-    for (form, auth) in forms {
-        let url = match auth {
-            None => server.url(&format!("{CHAT}?key={PROXY_KEY}")),
-            Some(_) => server.url(CHAT),
-        };
-        let mut request = server.client.post(url).timeout(WAIT).json(&chat_body());
-        if let Some((name, value)) = auth {
-            request = request.header(name, value);
-        }
-        let response = request.send().await.expect("proxy request");
+    for (form, path, headers) in forms {
+        let response = post_as(&server, path, headers, &chat_body()).await;
         let (status, body) = status_and_text(response).await;
         assert_eq!(status, 200, "{form}: {body}");
     }
@@ -231,41 +234,31 @@ async fn s2_2_proxy_key_accepted_in_all_four_forms_and_the_global_key() {
 async fn s2_2_missing_or_wrong_proxy_key_is_401() {
     let mock = MockUpstream::start().await;
     let (server, _) = openai_group(&mock, &["sk-upstream-1"], json!({})).await;
-    let cases: [(&str, &str, Option<(&str, &str)>); 5] = [
-        ("no key", CHAT, None),
+    let cases: [(&str, &str, Headers); 5] = [
+        ("no key", CHAT, &[]),
         (
             "wrong bearer",
             CHAT,
-            Some(("Authorization", "Bearer sk-wrong")),
+            &[("Authorization", "Bearer sk-wrong")],
         ),
         (
             "wrong query key",
             "/proxy/g/v1/chat/completions?key=sk-wrong",
-            None,
+            &[],
         ),
-        ("wrong x-api-key", CHAT, Some(("X-Api-Key", "sk-wrong"))),
+        ("wrong x-api-key", CHAT, &[("X-Api-Key", "sk-wrong")]),
         (
             "upstream key as proxy key",
             CHAT,
-            Some(("Authorization", "Bearer sk-upstream-1")),
+            &[("Authorization", "Bearer sk-upstream-1")],
         ),
     ];
-    for (case, path, auth) in cases {
-        let mut request = server
-            .client
-            .post(server.url(path))
-            .timeout(WAIT)
-            .json(&chat_body());
-        if let Some((name, value)) = auth {
-            request = request.header(name, value);
-        }
-        let (status, body) = status_and_json(request.send().await.expect("proxy request")).await;
+    for (case, path, headers) in cases {
+        let (status, body) =
+            status_and_json(post_as(&server, path, headers, &chat_body()).await).await;
         assert_eq!(status, 401, "{case}");
-        assert_eq!(
-            body,
-            json!({"code": "UNAUTHORIZED", "message": "Authentication failed"}),
-            "{case}"
-        );
+        let expected = json!({"code": "UNAUTHORIZED", "message": "Authentication failed"});
+        assert_eq!(body, expected, "{case}");
     }
     assert_eq!(mock.request_count(), 0);
 }
@@ -527,7 +520,7 @@ async fn s2_3_streams_are_detected_by_body_query_accept_and_gemini_method() {
     let plain = chat_body();
     let contents = json!({"contents": [{"role": "user", "parts": [{"text": "hi"}]}]});
     let gemini_stream = "/proxy/gem/v1beta/models/gemini-2.0-flash:streamGenerateContent";
-    let cases: [(&str, &str, &[(&str, &str)], &Value); 4] = [
+    let cases: [(&str, &str, Headers, &Value); 4] = [
         ("body \"stream\":true", CHAT, &[], &streamed),
         (
             "query stream=true",
@@ -661,6 +654,20 @@ async fn s2_10_non_json_upstream_error_becomes_upstream_error_envelope() {
         body,
         json!({"code": "UPSTREAM_ERROR", "message": "upstream overloaded, try later"})
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s2_10_upstream_key_is_redacted_from_error_messages() {
+    let mock = MockUpstream::start().await;
+    let key = "sk-echoed-Secret-0123456789";
+    let (server, _) = openai_group(&mock, &[key], json!({"config": {"max_retries": 0}})).await;
+    let echo = format!("key {key} is not valid here");
+    let forced = [("x-mock-status", "403"), ("x-mock-body", echo.as_str())];
+    let (status, body) = status_and_json(chat(&server, &forced).await).await;
+    assert_eq!(status, 403);
+    let expected =
+        json!({"code": "UPSTREAM_ERROR", "message": "key sk-e****6789 is not valid here"});
+    assert_eq!(body, expected);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -179,7 +179,6 @@ async fn forward(shard: &Rc<Shard>, client: &mut Client, request: ProxyRequest<'
     let settings = &request.group.settings;
     let attempts = settings.max_retries + 1;
     for attempt in 1..=attempts {
-        let is_last = attempt == attempts;
         let (Some(key), Some(upstream)) =
             (request.group.keys.pick(), request.group.upstreams.pick())
         else {
@@ -195,6 +194,9 @@ async fn forward(shard: &Rc<Shard>, client: &mut Client, request: ProxyRequest<'
             } => {
                 let message = redact(&message, &key.value);
                 penalize(shard, &request, key, &message);
+                // When this failure left no active key, it is the answer: the client learns
+                // what the upstream said rather than a bare "no keys" (v1 answers 503, #300).
+                let is_last = attempt == attempts || !request.group.keys.has_active();
                 log_attempt(
                     shard,
                     client,
@@ -272,10 +274,10 @@ async fn try_upstream(
     if settings.failover_codes.contains(head.status) {
         let mut reader = BodyReader::new(&head);
         let mut body = Vec::new();
-        let read = reader
-            .read_to_end(&mut conn, &mut body, ERROR_BODY_LIMIT)
-            .await;
-        if read.is_ok() && reader.reusable() {
+        let read = reader.read_to_end(&mut conn, &mut body, ERROR_BODY_LIMIT);
+        // A stalled error body must not hold the attempt past the header timeout.
+        let read = monoio::time::timeout(header_timeout, read).await;
+        if matches!(read, Ok(Ok(()))) && reader.reusable() {
             shard
                 .pool
                 .checkin(upstream, conn, settings.max_idle_conns_per_host);

@@ -206,11 +206,12 @@ fn apply_standard(
         }
         None => {}
     }
-    match test_model.map(|m| m.trim().to_string()) {
-        Some(m) if !m.is_empty() => row.test_model = m,
-        // v1 ignores an empty test_model on update.
-        _ if creating => return Err(ApiError::validation("test_model is required")),
-        _ => {}
+    match test_model {
+        Some(m) if !m.trim().is_empty() => row.test_model = m.trim().to_string(),
+        // v1 ignores an empty test_model on update, but refuses a blank one.
+        Some(m) if !creating && m.is_empty() => {}
+        None if !creating => {}
+        _ => return Err(ApiError::validation("test_model is required")),
     }
     if let Some(endpoint) = validation_endpoint {
         let endpoint = endpoint.trim().to_string();

@@ -25,7 +25,8 @@ pub struct KeysText {
 }
 
 /// v1's parsing: a JSON array of strings, else tokens split on whitespace, commas and
-/// semicolons; trimmed, empties dropped, duplicates removed keeping the first.
+/// semicolons; trimmed, empties dropped. Repeats are kept: v1 counts them as ignored and
+/// against the 5000-key limit.
 pub fn parse_keys_text(text: &str) -> Vec<String> {
     let tokens: Vec<String> = match serde_json::from_str::<Vec<String>>(text.trim()) {
         Ok(parsed) => parsed,
@@ -34,11 +35,10 @@ pub fn parse_keys_text(text: &str) -> Vec<String> {
             .map(String::from)
             .collect(),
     };
-    let mut seen = HashSet::new();
     tokens
         .into_iter()
         .map(|t| t.trim().to_string())
-        .filter(|t| !t.is_empty() && seen.insert(t.clone()))
+        .filter(|t| !t.is_empty())
         .collect()
 }
 
@@ -83,14 +83,15 @@ pub async fn add_multiple(app: Data<&Arc<App>>, req: &Request, body: Body) -> Ap
     let input: KeysText = parse_json(&read_body(body).await?)?;
     standard_group(&app, input.group_id).await?;
     let keys = parse_limited(&input.keys_text)?;
-    let existing = app.store.key_hashes_of_group(input.group_id).await?;
+    // Stored hashes plus those taken from this input: a repeat in the input is ignored too.
+    let mut known = app.store.key_hashes_of_group(input.group_id).await?;
     let fresh: Vec<NewKey> = keys
         .iter()
         .map(|k| NewKey {
             value: k.clone(),
             hash: key_hash(k),
         })
-        .filter(|k| !existing.contains(&k.hash))
+        .filter(|k| known.insert(k.hash.clone()))
         .collect();
     let ignored = keys.len() - fresh.len();
     let inserted = app.store.insert_keys(input.group_id, fresh).await?;
@@ -229,7 +230,7 @@ mod tests {
 
     #[test]
     fn key_text_forms() {
-        assert_eq!(parse_keys_text(r#"["a","b","a"]"#), ["a", "b"]);
+        assert_eq!(parse_keys_text(r#"["a","b"," a "]"#), ["a", "b", "a"]);
         assert_eq!(
             parse_keys_text("a, b;c\n d\t\te ,,"),
             ["a", "b", "c", "d", "e"]

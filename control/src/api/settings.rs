@@ -55,9 +55,6 @@ pub async fn update(app: Data<&Arc<App>>, req: &Request, body: Body) -> ApiResul
         let stored = validate_value(def, value).map_err(ApiError::validation)?;
         rows.push((def, stored));
     }
-    if rows.is_empty() {
-        return Err(ApiError::validation("no setting given"));
-    }
     let store_rows = rows
         .iter()
         .map(|(d, v)| SettingRow {

@@ -43,7 +43,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: std::net::SocketAd
             Ok(head) => head,
             Err(ReadError::Closed) => return,
             Err(ReadError::Reject(status, reason)) => {
-                return reject(&mut client, status, reason).await;
+                return reject(&shard, &mut client, status, reason).await;
             }
         };
         client.http10 = head.minor_version == 0;
@@ -52,7 +52,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: std::net::SocketAd
             Ok(body) => body,
             Err(ReadError::Closed) => return,
             Err(ReadError::Reject(status, reason)) => {
-                return reject(&mut client, status, reason).await;
+                return reject(&shard, &mut client, status, reason).await;
             }
         };
         shard.active.set(shard.active.get() + 1);
@@ -73,10 +73,41 @@ async fn dispatch(shard: &Rc<Shard>, client: &mut Client, head: RequestHead, bod
     }
 }
 
-async fn reject(client: &mut Client, status: u16, reason: &str) {
+/// Answers a request we refuse, then closes gracefully: our side is shut for writing and what
+/// the client still sends is read and discarded for a moment, so the kernel does not answer
+/// it with a reset that could destroy the error response before the client reads it.
+async fn reject(shard: &Shard, client: &mut Client, status: u16, reason: &str) {
+    use monoio::io::AsyncWriteRent;
     client.keep_alive = false;
-    let _ = client.send_error(status, "BAD_REQUEST", reason, &[]).await;
+    let code = match status {
+        413 => "REQUEST_TOO_LARGE",
+        408 => "REQUEST_TIMEOUT",
+        _ => "BAD_REQUEST",
+    };
+    if client.send_error(status, code, reason, &[]).await.is_err() {
+        return;
+    }
+    let _ = client.stream.shutdown().await;
+    let deadline = Instant::now() + LINGER;
+    let mut discarded = 0;
+    while discarded < LINGER_BYTES {
+        client.buf.clear();
+        match read_some(
+            shard,
+            client,
+            deadline.saturating_duration_since(Instant::now()),
+        )
+        .await
+        {
+            Ok(n) if n > 0 => discarded += n,
+            _ => return,
+        }
+    }
 }
+
+/// How long and how much a refused client may keep sending before we close regardless.
+const LINGER: Duration = Duration::from_millis(500);
+const LINGER_BYTES: usize = 256 * 1024;
 
 /// Reads until a complete request head is buffered. The first byte may take the idle timeout
 /// (keep-alive); the rest of the head must arrive within the read timeout.

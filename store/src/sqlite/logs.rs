@@ -218,7 +218,9 @@ mod tests {
         let plan: Vec<String> = conn
             .prepare(&format!("EXPLAIN QUERY PLAN {}", super::KEY_USAGE_UPDATE))
             .expect("explain")
-            .query_map(rusqlite::params![1, "t", 1, "h"], |row| row.get::<_, String>(3))
+            .query_map(rusqlite::params![1, "t", 1, "h"], |row| {
+                row.get::<_, String>(3)
+            })
             .expect("plan")
             .collect::<Result<_, _>>()
             .expect("rows");
