@@ -827,6 +827,33 @@ async fn s2_10_all_keys_failing_returns_the_last_upstream_error_after_all_attemp
     assert_eq!((status, body.as_str()), (*last_status, *last_body));
 }
 
+/// Deliberate difference: v1 answers 503 "no keys" once the failures used up the pool; we
+/// answer with what the upstream said on the attempt that left no active key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s2_11_failure_that_leaves_no_active_key_answers_with_the_upstream_error() {
+    let mock = MockUpstream::start().await;
+    let config = json!({"config": {"max_retries": 3, "blacklist_threshold": 1}});
+    let (mut server, _) = openai_group(&mock, &["sk-gone-a", "sk-gone-b"], config).await;
+    let body = r#"{"error":{"message":"invalid api key"}}"#;
+    mock.fail_key("sk-gone-a", 401, body);
+    mock.fail_key("sk-gone-b", 401, body);
+    let (status, text) = status_and_text(chat(&server, &[]).await).await;
+    assert_eq!((status, text.as_str()), (401, body));
+    assert_eq!(
+        upstream_keys(&mock).len(),
+        2,
+        "one attempt per key, then no key is left"
+    );
+
+    assert!(server.stop().await.success());
+    let mut attempts = logged_attempts(&server);
+    attempts.sort();
+    assert_eq!(
+        attempts,
+        [(401, "final".to_string()), (401, "retry".to_string())]
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s2_10_transport_error_is_500_upstream_error_without_the_key() {
     let mut server = Server::start().await;

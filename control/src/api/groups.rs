@@ -71,11 +71,7 @@ pub async fn create(app: Data<&Arc<App>>, req: &Request, body: Body) -> ApiResul
     };
     apply(&mut row, input, true)?;
     let row = app.store.insert_group(row).await?;
-    let mut model = app.model.lock().await;
-    model.upsert_group(row.clone());
-    app.publish(&mut model).await;
-    let app_url = model.settings.get("app_url").to_string();
-    Ok(ok(req, group_json(&row, &app_url)))
+    Ok(ok(req, publish_group(&app, row).await))
 }
 
 #[handler]
@@ -94,11 +90,17 @@ pub async fn update(
         .ok_or_else(|| ApiError::not_found("group not found"))?;
     apply(&mut row, input, false)?;
     let row = app.store.update_group(row).await?;
+    Ok(ok(req, publish_group(&app, row).await))
+}
+
+/// Puts a stored group into the model, publishes, and returns it as v1's GroupResponse.
+async fn publish_group(app: &App, row: GroupRow) -> Value {
     let mut model = app.model.lock().await;
-    model.upsert_group(row.clone());
-    app.publish(&mut model).await;
     let app_url = model.settings.get("app_url").to_string();
-    Ok(ok(req, group_json(&row, &app_url)))
+    let json = group_json(&row, &app_url);
+    model.upsert_group(row);
+    app.publish(&mut model).await;
+    json
 }
 
 #[handler]
