@@ -23,6 +23,7 @@ taskset -c 1 "$BIN/mock-upstream" --port $MOCK_PORT > "$WORK/mock.out" &
   LOG_LEVEL=info exec taskset -c 0 "$BIN/gpt-load" 2> "$WORK/gw.err") &
 GW_PID=$!
 for _ in $(seq 1 100); do curl -sf "localhost:$GW_PORT/health" >/dev/null && break; sleep 0.1; done
+curl -sf "localhost:$GW_PORT/health" >/dev/null || { echo "gpt-load did not start:" >&2; cat "$WORK/gw.err" >&2; exit 1; }
 
 api() { curl -sf "localhost:$GW_PORT$1" -H "Authorization: Bearer $AUTH" -d "$2" >/dev/null; }
 api /api/groups '{"name":"bench","channel_type":"openai","test_model":"m","upstreams":[{"url":"http://127.0.0.1:'$MOCK_PORT'","weight":1}],"proxy_keys":"sk-bench-client"}'
