@@ -199,5 +199,6 @@ fn log_row(log: AttemptLog) -> LogRow {
         upstream_addr: log.upstream_addr,
         is_stream: log.is_stream,
         request_body: log.request_body,
+        request_id: log.request_id,
     }
 }

@@ -121,6 +121,8 @@ pub struct LogRow {
     pub upstream_addr: String,
     pub is_stream: bool,
     pub request_body: String,
+    /// The `X-Request-Id` of the client request (our addition to v1's columns).
+    pub request_id: String,
 }
 
 /// The failure accounting of one key, as the data plane last saw it.

@@ -17,7 +17,7 @@ const TABLES: [&str; 6] = [
     "system_settings",
 ];
 
-const INDEXES: [&str; 14] = [
+const INDEXES: [&str; 15] = [
     "idx_api_keys_group_id",
     "idx_api_keys_group_last_used_id",
     "idx_api_keys_key_hash",
@@ -31,6 +31,7 @@ const INDEXES: [&str; 14] = [
     "idx_request_logs_parent_group_id",
     "idx_request_logs_parent_group_name",
     "idx_request_logs_request_type",
+    "idx_request_logs_request_id",
     "idx_request_logs_timestamp",
 ];
 
@@ -106,7 +107,7 @@ async fn migrations_create_every_table_and_index() {
          INSERT INTO system_settings (setting_key, setting_value) VALUES ('a', '2');",
     );
     assert!(dup.is_err(), "duplicate setting_key must be refused");
-    assert_eq!(migration_versions(&conn), [1]);
+    assert_eq!(migration_versions(&conn), [1, 2]);
     assert_eq!(db.store.dialect(), "sqlite");
 }
 
@@ -136,7 +137,7 @@ async fn opening_twice_is_idempotent() {
     assert_eq!(groups.len(), 1);
     assert_eq!(groups[0].id, inserted.id);
     let conn = raw(&db.path);
-    assert_eq!(migration_versions(&conn), [1]);
+    assert_eq!(migration_versions(&conn), [1, 2]);
     assert_eq!(names(&conn, "index").len(), INDEXES.len());
 
     // A third open while the second is still live (two processes on one file) works too.
@@ -182,8 +183,16 @@ async fn gorm_v1_database_opens_as_is() {
         .expect("query")
         .collect::<Result<_, _>>()
         .expect("schema");
-    assert_eq!(schema_after, schema_before);
-    assert_eq!(migration_versions(&conn), [1]);
+    // v1's schema is kept as it was; our additions (V2 on) only add a column and its index.
+    let ours = |sql: &String| sql.contains("idx_request_logs_request_id");
+    let after: Vec<String> = schema_after
+        .iter()
+        .filter(|sql| !ours(sql))
+        .map(|sql| sql.replace(", request_id varchar(64)", ""))
+        .collect();
+    assert_eq!(after, schema_before);
+    assert!(schema_after.iter().any(|sql| sql.contains("request_id varchar(64)")));
+    assert_eq!(migration_versions(&conn), [1, 2]);
 
     let settings = store.load_settings().await.expect("settings");
     assert_eq!(settings.len(), 3);

@@ -60,9 +60,9 @@ fn insert_logs<'a>(txn: &Transaction<'_>, logs: &'a [LogRow]) -> StoreResult<Vec
             "INSERT INTO request_logs (id, timestamp, group_id, group_name, parent_group_id, \
              parent_group_name, key_value, key_hash, model, is_success, source_ip, status_code, \
              request_path, duration_ms, error_message, user_agent, request_type, upstream_addr, \
-             is_stream, request_body) \
+             is_stream, request_body, request_id) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, \
-             ?18, ?19, ?20) \
+             ?18, ?19, ?20, ?21) \
              ON CONFLICT (id) DO NOTHING",
         )
         .context("prepare log insert")?;
@@ -90,6 +90,7 @@ fn insert_logs<'a>(txn: &Transaction<'_>, logs: &'a [LogRow]) -> StoreResult<Vec
                 log.upstream_addr,
                 log.is_stream,
                 log.request_body,
+                log.request_id,
             ])
             .with_context(|| format!("insert request log {}", log.id))?;
         if changed > 0 {

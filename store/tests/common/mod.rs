@@ -81,5 +81,6 @@ pub fn log(id: &str, at: DateTime<Utc>, group_id: i64, key_hash: &str) -> LogRow
         upstream_addr: "https://api.example.com".to_owned(),
         is_stream: false,
         request_body: String::new(),
+        request_id: String::new(),
     }
 }
