@@ -69,13 +69,14 @@ pub async fn run(config: Config) -> Result<(), String> {
     seed_settings(&store, &config).await?;
     let settings = load_settings(&store).await?;
     let groups = store.list_groups().await.map_err(|e| e.to_string())?;
+    let sub_groups = store.list_sub_groups().await.map_err(|e| e.to_string())?;
     let keys = store.all_keys().await.map_err(|e| e.to_string())?;
     tracing::info!(
         groups = groups.len(),
         keys = keys.len(),
         "loaded groups and keys"
     );
-    let mut model = Model::new(settings.clone(), groups, keys);
+    let mut model = Model::new(settings.clone(), groups, sub_groups, keys);
     for (host, port) in model.unresolved_hosts() {
         let addrs = resolve(&host, port).await;
         model.resolved.insert((host, port), addrs);
@@ -176,8 +177,8 @@ fn refuse_unbuilt_features(config: &Config) -> Result<(), String> {
             "REDIS_DSN is set but cluster mode is not supported by this build yet; running as a single node"
         );
     }
-    if config.enable_cors {
-        tracing::warn!("ENABLE_CORS is set but CORS headers are not supported by this build yet");
+    if config.enable_cors && config.allowed_origins.iter().any(|o| o == "*") {
+        tracing::warn!("ALLOWED_ORIGINS=* lets any web page call this gateway from a browser");
     }
     Ok(())
 }
@@ -207,6 +208,15 @@ fn engine_config(config: &Config, control_socket: std::path::PathBuf) -> EngineC
         extra_ca_file: std::env::var_os("SSL_CERT_FILE").map(Into::into),
         max_upstream_idle: Duration::from_secs(120),
         boot_id: boot_id(),
+        trusted_proxies: config.trusted_proxies.clone(),
+        cors: config.enable_cors.then(|| {
+            std::sync::Arc::new(engine::cors::CorsConfig {
+                origins: config.allowed_origins.clone(),
+                methods: config.allowed_methods.clone(),
+                headers: config.allowed_headers.clone(),
+                credentials: config.allow_credentials,
+            })
+        }),
     }
 }
 

@@ -21,14 +21,9 @@ pub struct Config {
     pub redis_dsn: String,
     pub max_concurrent_requests: usize,
     pub enable_cors: bool,
-    // Validated now, applied when CORS headers land (v1 §7); the start warns meanwhile.
-    #[allow(dead_code)]
     pub allowed_origins: Vec<String>,
-    #[allow(dead_code)]
     pub allowed_methods: String,
-    #[allow(dead_code)]
     pub allowed_headers: String,
-    #[allow(dead_code)]
     pub allow_credentials: bool,
     pub log_level: String,
     pub log_format: String,
@@ -38,6 +33,8 @@ pub struct Config {
     pub engine_threads: usize,
     /// MAX_REQUEST_BODY_MB: largest proxied request body.
     pub max_body_bytes: u64,
+    /// TRUSTED_PROXIES: whose X-Forwarded-For is believed (default loopback).
+    pub trusted_proxies: Vec<engine::client_ip::Cidr>,
 }
 
 /// Reads the environment through `get` (the process environment in production, a map in tests).
@@ -119,7 +116,21 @@ pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<Config, String> 
         log_file_path: text("LOG_FILE_PATH", "./data/logs/app.log"),
         engine_threads: int("ENGINE_THREADS", cores as u64, 1, 1024)? as usize,
         max_body_bytes: int("MAX_REQUEST_BODY_MB", 32, 1, 4096)? * 1024 * 1024,
+        trusted_proxies: trusted_proxies(get("TRUSTED_PROXIES"))?,
     })
+}
+
+/// A comma list of addresses and CIDR ranges; unset means loopback only, empty means nobody.
+fn trusted_proxies(raw: Option<String>) -> Result<Vec<engine::client_ip::Cidr>, String> {
+    let Some(raw) = raw else {
+        return Ok(engine::client_ip::default_trusted());
+    };
+    crate::settings::split_list(&raw)
+        .iter()
+        .map(|entry| {
+            engine::client_ip::Cidr::parse(entry).map_err(|e| format!("TRUSTED_PROXIES: {e}"))
+        })
+        .collect()
 }
 
 fn resolve_listen(host: &str, port: u16) -> Result<SocketAddr, String> {

@@ -160,6 +160,15 @@ pub const SETTINGS: &[SettingDef] = &[
         true,
     ),
     def(
+        "stream_idle_timeout",
+        "Stream Idle Timeout (seconds)",
+        "Longest silence between two chunks of a streamed response before it is cut; 0 never cuts.",
+        Request,
+        Kind::Int { min: 0 },
+        "300",
+        true,
+    ),
+    def(
         "max_idle_conns",
         "Max Idle Connections",
         "Idle upstream connections kept in total.",
@@ -317,6 +326,9 @@ impl SystemSettings {
             response_header_timeout: secs("response_header_timeout"),
             request_timeout: secs("request_timeout"),
             idle_conn_timeout: secs("idle_conn_timeout"),
+            stream_idle_timeout: Some(int("stream_idle_timeout"))
+                .filter(|s| *s > 0)
+                .map(|s| Duration::from_secs(s as u64)),
             max_idle_conns_per_host: int("max_idle_conns_per_host").max(1) as usize,
             enable_request_body_logging: body_logging,
         }

@@ -7,12 +7,13 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use engine::aggregate::{Aggregate, AggregateMember};
 use engine::channel::Channel;
 use engine::keys::{KeyRing, KeySlot, KeyStatus};
 use engine::upstream::{Upstream, Upstreams};
 use engine::{Group, Snapshot};
 use serde::Deserialize;
-use store::{GroupRow, KeyRow};
+use store::{GroupRow, KeyRow, SubGroupRow};
 
 use crate::settings::SystemSettings;
 
@@ -27,6 +28,8 @@ pub struct Model {
     version: u64,
     pub settings: SystemSettings,
     pub groups: BTreeMap<i64, GroupRow>,
+    /// Aggregate memberships (`group_sub_groups`).
+    pub sub_groups: Vec<SubGroupRow>,
     /// Every key of every group, active or not, by group id.
     pub keys: HashMap<i64, Vec<Arc<KeySlot>>>,
     /// Built groups of the last snapshot; an entry is removed when its group changes.
@@ -36,11 +39,17 @@ pub struct Model {
 }
 
 impl Model {
-    pub fn new(settings: SystemSettings, groups: Vec<GroupRow>, keys: Vec<KeyRow>) -> Self {
+    pub fn new(
+        settings: SystemSettings,
+        groups: Vec<GroupRow>,
+        sub_groups: Vec<SubGroupRow>,
+        keys: Vec<KeyRow>,
+    ) -> Self {
         let mut model = Self {
             version: 0,
             settings,
             groups: groups.into_iter().map(|g| (g.id, g)).collect(),
+            sub_groups,
             keys: HashMap::new(),
             built: HashMap::new(),
             resolved: HashMap::new(),
@@ -81,6 +90,8 @@ impl Model {
 
     pub fn remove_group(&mut self, id: i64) {
         self.groups.remove(&id);
+        self.sub_groups
+            .retain(|l| l.group_id != id && l.sub_group_id != id);
         self.keys.remove(&id);
         self.built.remove(&id);
     }
@@ -110,11 +121,16 @@ impl Model {
         hosts
     }
 
-    /// Builds the next snapshot, reusing every group that did not change.
+    /// Builds the next snapshot, reusing every standard group that did not change. Aggregates
+    /// are rebuilt every time: they are small, and they point at their members' current `Arc`s.
     pub fn snapshot(&mut self) -> Arc<Snapshot> {
         self.version += 1;
         let mut groups = HashMap::with_capacity(self.groups.len());
-        for (id, row) in &self.groups {
+        for (id, row) in self
+            .groups
+            .iter()
+            .filter(|(_, g)| g.group_type != "aggregate")
+        {
             let built = match self.built.get(id) {
                 Some(g) => g.clone(),
                 None => {
@@ -129,6 +145,24 @@ impl Model {
                 }
             };
             groups.insert(row.name.as_str().into(), built);
+        }
+        for row in self.groups.values().filter(|g| g.group_type == "aggregate") {
+            let members = self
+                .sub_groups
+                .iter()
+                .filter(|l| l.group_id == row.id)
+                .filter_map(|l| {
+                    let member = self.built.get(&l.sub_group_id)?.clone();
+                    let weight = l.weight.clamp(0, 1000) as u32;
+                    Some(AggregateMember {
+                        group: member,
+                        weight,
+                    })
+                })
+                .collect();
+            let mut group = build_group(row, &self.settings, None, &self.resolved);
+            group.aggregate = Some(Aggregate::new(members));
+            groups.insert(row.name.as_str().into(), Arc::new(group));
         }
         let global_proxy_keys = self
             .settings
@@ -192,6 +226,8 @@ fn build_group(
             .collect(),
         settings: settings.effective(&parse_object(&row.config)),
         param_overrides: (!overrides.is_empty()).then_some(overrides),
+        header_rules: engine::header_rules::parse(&row.header_rules),
+        aggregate: None,
     }
 }
 

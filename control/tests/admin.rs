@@ -1149,6 +1149,8 @@ async fn s5_2_settings_list_three_categories_with_v1_defaults() {
         ("connect_timeout", ("int", json!(15))),
         ("idle_conn_timeout", ("int", json!(120))),
         ("response_header_timeout", ("int", json!(600))),
+        // Ours: v1 has no bound on a stalled stream.
+        ("stream_idle_timeout", ("int", json!(300))),
         ("max_idle_conns", ("int", json!(100))),
         ("max_idle_conns_per_host", ("int", json!(50))),
         ("proxy_url", ("string", json!(""))),

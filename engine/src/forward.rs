@@ -13,6 +13,7 @@ use futures_util::future::{Either, select};
 use crate::auth::{CLIENT_AUTH_HEADERS, extract_proxy_key, strip_key_param};
 use crate::channel::{Channel, KeyPlacement};
 use crate::events::{AttemptLog, Event, KeyHealth};
+use crate::header_rules::{HeaderRule, RuleContext, expand, is_ruled};
 use crate::http::{
     RequestHead, ResponseFraming, ResponseHead, is_hop_by_hop, write_header, write_status_line,
 };
@@ -41,8 +42,13 @@ const UNCOUNTED_ERRORS: [&str; 2] = [
 
 /// Everything known about the request once it is routed and authenticated.
 struct ProxyRequest<'a> {
-    /// Held to the end of the request: a reload never changes a request in flight.
+    /// Held to the end of the request: a reload never changes a request in flight. For a
+    /// request through an aggregate, the member chosen for it.
     group: Arc<Group>,
+    /// The aggregate group the request came through, if any.
+    parent: Option<Arc<Group>>,
+    /// The client's address as logged and offered to header rules.
+    source_ip: String,
     head: &'a RequestHead,
     /// The path after the group name.
     path: String,
@@ -111,9 +117,28 @@ async fn route_and_authenticate<'a>(
     }
     let query = strip_key_param(target.query).into_owned();
     let path = target.path.to_string();
+    let (group, parent) = match group.aggregate.as_ref().map(|a| a.pick().cloned()) {
+        None => (group, None),
+        Some(Some(member)) => (member, Some(group)),
+        Some(None) => {
+            let message = "No available sub-groups";
+            let _ = client
+                .send_error(503, "NO_KEYS_AVAILABLE", message, &extra)
+                .await;
+            return None;
+        }
+    };
     let (body, is_stream, model) = rewrite(&group, head, &path, &query, body);
     Some(ProxyRequest {
         group,
+        parent,
+        source_ip: crate::client_ip::client_ip(
+            client.peer.ip(),
+            head.header("x-forwarded-for"),
+            head.header("x-real-ip"),
+            &shard.config.trusted_proxies,
+        )
+        .to_string(),
         head,
         path,
         query,
@@ -199,7 +224,6 @@ async fn forward(shard: &Rc<Shard>, client: &mut Client, request: ProxyRequest<'
                 let is_last = attempt == attempts || !request.group.keys.has_active();
                 log_attempt(
                     shard,
-                    client,
                     &request,
                     Some((key, upstream)),
                     status,
@@ -250,7 +274,6 @@ async fn try_upstream(
         Either::Right(_) => {
             log_attempt(
                 shard,
-                client,
                 request,
                 Some((key, upstream)),
                 499,
@@ -306,7 +329,12 @@ async fn deliver(
     let settings = &request.group.settings;
     let mut out = Vec::with_capacity(512);
     write_status_line(&mut out, head.status);
-    copy_response_headers(&mut out, &head, request.is_stream);
+    copy_response_headers(
+        &mut out,
+        &head,
+        request.is_stream,
+        client.cors_origin.is_some(),
+    );
     write_header(&mut out, "X-Request-Id", request.request_id.as_bytes());
     let framing = respond_framing(client, &mut out, &head);
     let mut reader = BodyReader::new(&head);
@@ -319,16 +347,23 @@ async fn deliver(
     while failure.is_none() {
         piece.clear();
         let next = reader.next(&mut conn, &mut piece);
-        let next = match deadline {
-            Some(d) => {
-                match monoio::time::timeout(d.saturating_duration_since(Instant::now()), next).await
-                {
-                    Ok(r) => r,
-                    Err(_) => Err(UpstreamError::Timeout(
-                        "request_timeout reached while reading the body",
-                    )),
-                }
-            }
+        // Non-stream: the whole request's deadline. Stream: a bound on the silence between
+        // chunks, so a stalled upstream cannot hold the client forever (v1 has none).
+        let (wait, what) = match deadline {
+            Some(d) => (
+                Some(d.saturating_duration_since(Instant::now())),
+                "request_timeout reached while reading the body",
+            ),
+            None => (
+                settings.stream_idle_timeout,
+                "stream_idle_timeout: the upstream went silent",
+            ),
+        };
+        let next = match wait {
+            Some(wait) => match monoio::time::timeout(wait, next).await {
+                Ok(r) => r,
+                Err(_) => Err(UpstreamError::Timeout(what)),
+            },
             None => next.await,
         };
         match next {
@@ -351,22 +386,13 @@ async fn deliver(
                     .pool
                     .checkin(upstream, conn, settings.max_idle_conns_per_host);
             }
-            log_attempt(
-                shard,
-                client,
-                request,
-                Some((key, upstream)),
-                head.status,
-                "",
-                true,
-            );
+            log_attempt(shard, request, Some((key, upstream)), head.status, "", true);
         }
         Some((status, message)) => {
             // The response has begun; the only honest signal left is to close the connection.
             client.keep_alive = false;
             log_attempt(
                 shard,
-                client,
                 request,
                 Some((key, upstream)),
                 status,
@@ -404,7 +430,12 @@ pub fn respond_framing(
 
 /// Copies upstream response headers minus hop-by-hop and framing ones; forces v1's SSE headers
 /// on stream requests.
-pub fn copy_response_headers(out: &mut Vec<u8>, head: &ResponseHead, is_stream: bool) {
+pub fn copy_response_headers(
+    out: &mut Vec<u8>,
+    head: &ResponseHead,
+    is_stream: bool,
+    cors_active: bool,
+) {
     const SSE_HEADERS: [(&str, &[u8]); 3] = [
         ("Content-Type", b"text/event-stream"),
         ("Cache-Control", b"no-cache"),
@@ -423,6 +454,7 @@ pub fn copy_response_headers(out: &mut Vec<u8>, head: &ResponseHead, is_stream: 
                     .iter()
                     .any(|(n, _)| n.eq_ignore_ascii_case(name)))
             || name.eq_ignore_ascii_case("x-request-id")
+            || crate::cors::is_ours(name, cors_active)
         {
             continue;
         }
@@ -520,19 +552,27 @@ fn build_upstream_request(
     }
     out.extend_from_slice(b" HTTP/1.1\r\n");
     write_header(&mut out, "Host", upstream.authority.as_bytes());
-    copy_request_headers(&mut out, head, channel);
-    match placement {
-        KeyPlacement::Bearer => write_header(
-            &mut out,
-            "Authorization",
-            format!("Bearer {}", key.value).as_bytes(),
-        ),
-        KeyPlacement::XApiKey => write_header(&mut out, "x-api-key", key.value.as_bytes()),
-        KeyPlacement::QueryKey => {}
+    let rules = &request.group.header_rules;
+    copy_request_headers(&mut out, head, channel, rules);
+    let bearer;
+    let injected: &[(&str, &[u8])] = match placement {
+        KeyPlacement::Bearer => {
+            bearer = format!("Bearer {}", key.value);
+            &[("Authorization", bearer.as_bytes())]
+        }
+        KeyPlacement::XApiKey => &[("x-api-key", key.value.as_bytes())],
+        KeyPlacement::QueryKey => &[],
+    };
+    let forced = channel
+        .forced_headers()
+        .iter()
+        .map(|(n, v)| (*n, v.as_bytes()));
+    for (name, value) in injected.iter().copied().chain(forced) {
+        if !is_ruled(rules, name) {
+            write_header(&mut out, name, value);
+        }
     }
-    for (name, value) in channel.forced_headers() {
-        write_header(&mut out, name, value.as_bytes());
-    }
+    apply_header_rules(&mut out, request, &key.value);
     if !request.body.is_empty()
         || !matches!(head.method.as_ref(), "GET" | "HEAD" | "DELETE" | "OPTIONS")
     {
@@ -575,7 +615,39 @@ fn encode_query_value(value: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
-fn copy_request_headers(out: &mut Vec<u8>, head: &RequestHead, channel: Channel) {
+/// Writes the group's `set` rules with their variables expanded (v1 §2.7); `remove` rules
+/// took effect by the ruled headers being skipped above.
+fn apply_header_rules(out: &mut Vec<u8>, request: &ProxyRequest<'_>, api_key: &str) {
+    let rules = &request.group.header_rules;
+    if rules.is_empty() {
+        return;
+    }
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let ctx = RuleContext {
+        client_ip: &request.source_ip,
+        group_name: &request.group.name,
+        api_key,
+        now_ms,
+    };
+    for rule in rules.iter() {
+        let framing = ["host", "content-length", "transfer-encoding"];
+        if framing.iter().any(|f| rule.targets(f)) {
+            continue;
+        }
+        if let Some(template) = &rule.value {
+            write_header(out, &rule.name, expand(template, &ctx).as_bytes());
+        }
+    }
+}
+
+fn copy_request_headers(
+    out: &mut Vec<u8>,
+    head: &RequestHead,
+    channel: Channel,
+    rules: &[HeaderRule],
+) {
     let connection_listed = connection_listed(&head.headers);
     for h in &head.headers {
         let name = &*h.name;
@@ -592,7 +664,8 @@ fn copy_request_headers(out: &mut Vec<u8>, head: &RequestHead, channel: Channel)
                 .any(|(n, _)| n.eq_ignore_ascii_case(name))
             || connection_listed
                 .iter()
-                .any(|c| c.eq_ignore_ascii_case(name));
+                .any(|c| c.eq_ignore_ascii_case(name))
+            || is_ruled(rules, name);
         if !skip {
             write_header(out, name, &h.value);
         }
@@ -637,7 +710,7 @@ async fn send_final_error(
 
 async fn no_keys(shard: &Shard, client: &mut Client, request: &ProxyRequest<'_>) {
     let message = "No active API keys available for this group";
-    log_attempt(shard, client, request, None, 503, message, true);
+    log_attempt(shard, request, None, 503, message, true);
     let extra = [("X-Request-Id", request.request_id.as_str())];
     let _ = client
         .send_error(503, "NO_KEYS_AVAILABLE", message, &extra)
@@ -647,7 +720,6 @@ async fn no_keys(shard: &Shard, client: &mut Client, request: &ProxyRequest<'_>)
 /// Emits the log record of one attempt.
 fn log_attempt(
     shard: &Shard,
-    client: &Client,
     request: &ProxyRequest<'_>,
     used: Option<(&Arc<KeySlot>, &Upstream)>,
     status: u16,
@@ -674,14 +746,14 @@ fn log_attempt(
         timestamp: chrono::Utc::now(),
         group_id: group.id,
         group_name: group.name.clone(),
-        parent_group_id: 0,
-        parent_group_name: None,
+        parent_group_id: request.parent.as_ref().map_or(0, |p| p.id),
+        parent_group_name: request.parent.as_ref().map(|p| p.name.clone()),
         key_id: used.map(|(k, _)| k.id).unwrap_or(0),
         key_hash: used.map(|(k, _)| k.hash.clone()),
         key_value: used.map(|(k, _)| Arc::from(&*k.value)),
         model: request.model.clone(),
         is_success: error.is_empty() && status < 400,
-        source_ip: client.peer.ip().to_string(),
+        source_ip: request.source_ip.clone(),
         status_code: status,
         request_path,
         duration_ms: request.started.elapsed().as_millis() as u64,

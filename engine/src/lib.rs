@@ -5,11 +5,15 @@
 //! The control plane talks to the engine in two places only: it publishes `Snapshot`s through
 //! the `EngineHandle`, and it drains `Event`s from the channel given to `start`.
 
+pub mod aggregate;
 pub mod auth;
 pub mod channel;
+pub mod client_ip;
+pub mod cors;
 pub mod events;
 pub mod failover;
 pub mod forward;
+pub mod header_rules;
 pub mod http;
 pub mod keys;
 pub mod relay;
@@ -52,4 +56,8 @@ pub struct EngineConfig {
     pub max_upstream_idle: Duration,
     /// A per-process random number that makes generated request ids unique across restarts.
     pub boot_id: u64,
+    /// TRUSTED_PROXIES: peers whose X-Forwarded-For / X-Real-IP are believed.
+    pub trusted_proxies: Vec<client_ip::Cidr>,
+    /// CORS, when ENABLE_CORS is on.
+    pub cors: Option<std::sync::Arc<cors::CorsConfig>>,
 }

@@ -42,7 +42,7 @@ pub async fn relay(shard: &Rc<Shard>, client: &mut Client, head: &RequestHead, b
     };
     let mut out = Vec::with_capacity(512);
     write_status_line(&mut out, response.status);
-    copy_response_headers(&mut out, &response, false);
+    copy_response_headers(&mut out, &response, false, client.cors_origin.is_some());
     let framing = respond_framing(client, &mut out, &response);
     if client.write(out).await.is_err() {
         client.keep_alive = false;

@@ -6,8 +6,10 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::aggregate::Aggregate;
 use crate::channel::Channel;
 use crate::failover::FailoverCodes;
+use crate::header_rules::HeaderRule;
 use crate::keys::KeyRing;
 use crate::upstream::Upstreams;
 
@@ -40,6 +42,10 @@ pub struct Group {
     pub settings: GroupSettings,
     /// Top-level JSON fields merged into request bodies.
     pub param_overrides: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Headers set or removed on every upstream request, after key injection.
+    pub header_rules: Box<[HeaderRule]>,
+    /// For an aggregate group: its members (standard groups of the same channel).
+    pub aggregate: Option<Aggregate>,
 }
 
 impl Group {
@@ -62,6 +68,8 @@ pub struct GroupSettings {
     /// Whole-request bound for non-stream requests.
     pub request_timeout: Duration,
     pub idle_conn_timeout: Duration,
+    /// Longest silence between two chunks of a streamed response; `None` = unbounded.
+    pub stream_idle_timeout: Option<Duration>,
     pub max_idle_conns_per_host: usize,
     pub enable_request_body_logging: bool,
 }
@@ -77,6 +85,7 @@ impl Default for GroupSettings {
             response_header_timeout: Duration::from_secs(600),
             request_timeout: Duration::from_secs(600),
             idle_conn_timeout: Duration::from_secs(120),
+            stream_idle_timeout: Some(Duration::from_secs(300)),
             max_idle_conns_per_host: 50,
             enable_request_body_logging: false,
         }

@@ -146,6 +146,21 @@ impl Store {
         dispatch!(self, db => db.list_sub_groups())
     }
 
+    /// Adds aggregate memberships in one transaction; an existing pair is `Duplicate`.
+    pub async fn add_sub_groups(&self, links: Vec<SubGroupRow>) -> StoreResult<()> {
+        dispatch!(self, db => db.add_sub_groups(links))
+    }
+
+    /// Changes a membership's weight; false if there is no such membership.
+    pub async fn set_sub_group_weight(&self, link: SubGroupRow) -> StoreResult<bool> {
+        dispatch!(self, db => db.set_sub_group_weight(link))
+    }
+
+    /// Removes a membership; false if there was none.
+    pub async fn delete_sub_group(&self, group_id: i64, sub_group_id: i64) -> StoreResult<bool> {
+        dispatch!(self, db => db.delete_sub_group(group_id, sub_group_id))
+    }
+
     // ---- keys ---------------------------------------------------------------------------
 
     /// Every key of every group, in id order, for the first snapshot.

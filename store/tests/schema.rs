@@ -191,7 +191,11 @@ async fn gorm_v1_database_opens_as_is() {
         .map(|sql| sql.replace(", request_id varchar(64)", ""))
         .collect();
     assert_eq!(after, schema_before);
-    assert!(schema_after.iter().any(|sql| sql.contains("request_id varchar(64)")));
+    assert!(
+        schema_after
+            .iter()
+            .any(|sql| sql.contains("request_id varchar(64)"))
+    );
     assert_eq!(migration_versions(&conn), [1, 2]);
 
     let settings = store.load_settings().await.expect("settings");

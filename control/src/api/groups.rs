@@ -88,9 +88,25 @@ pub async fn update(
         .get_group(id)
         .await?
         .ok_or_else(|| ApiError::not_found("group not found"))?;
+    let before = row.clone();
     apply(&mut row, input, false)?;
+    check_membership_frozen(&app, &before, &row).await?;
     let row = app.store.update_group(row).await?;
     Ok(ok(req, publish_group(&app, row).await))
+}
+
+/// A member of an aggregate keeps its channel and validation endpoint (v1 §2.16): the
+/// aggregate's other members were accepted against them.
+async fn check_membership_frozen(app: &App, before: &GroupRow, after: &GroupRow) -> ApiResult<()> {
+    use super::aggregates::{effective_validation_endpoint, is_member};
+    let changed = before.channel_type != after.channel_type
+        || effective_validation_endpoint(before) != effective_validation_endpoint(after);
+    if changed && is_member(&*app.model.lock().await, before.id) {
+        return Err(ApiError::validation(
+            "this group is a sub-group of an aggregate: its channel type and validation endpoint cannot change",
+        ));
+    }
+    Ok(())
 }
 
 /// Puts a stored group into the model, publishes, and returns it as v1's GroupResponse.

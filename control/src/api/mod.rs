@@ -1,7 +1,9 @@
 //! The admin API under `/api`, compatible with GPT-Load v1: same paths, bodies, the
 //! `{code, message, data}` envelope and v1's string error codes (spec §3.2).
 
+pub mod aggregates;
 pub mod groups;
+pub mod integration;
 pub mod keys;
 pub mod settings;
 pub mod system;
@@ -10,7 +12,7 @@ use std::sync::Arc;
 
 use poem::http::StatusCode;
 use poem::{
-    Endpoint, EndpointExt, IntoResponse, Request, Response, Route, get, handler, post, put,
+    Endpoint, EndpointExt, IntoResponse, Request, Response, Route, delete, get, handler, post, put,
 };
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -136,6 +138,19 @@ pub fn routes(app: Arc<App>) -> impl Endpoint {
         .at("/groups", get(groups::list).post(groups::create))
         .at("/groups/list", get(groups::list_light))
         .at("/groups/:id", put(groups::update).delete(groups::delete))
+        .at(
+            "/groups/:id/sub-groups",
+            get(aggregates::list).post(aggregates::add),
+        )
+        .at(
+            "/groups/:id/sub-groups/:sub_id/weight",
+            put(aggregates::set_weight),
+        )
+        .at("/groups/:id/sub-groups/:sub_id", delete(aggregates::remove))
+        .at(
+            "/groups/:id/parent-aggregate-groups",
+            get(aggregates::parents),
+        )
         .at("/channel-types", get(groups::channel_types))
         .at("/keys", get(keys::list))
         .at("/keys/add-multiple", post(keys::add_multiple))
@@ -145,10 +160,15 @@ pub fn routes(app: Arc<App>) -> impl Endpoint {
         .around(require_auth);
     let api = Route::new()
         .at("/auth/login", post(system::login))
+        .at("/integration/info", get(integration::all_groups))
         .nest("/", protected);
     Route::new()
         .at("/health", get(system::health))
         .nest("/api", api)
+        .at(
+            "/proxy/:group/api/integration/info",
+            get(integration::one_group),
+        )
         .at("/*", not_found)
         .data(app)
 }

@@ -34,6 +34,8 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: std::net::SocketAd
         peer,
         http10: false,
         keep_alive: true,
+        cors_origin: None,
+        cors: shard.config.cors.clone(),
     };
     loop {
         if shard.shared.is_draining() {
@@ -48,6 +50,10 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: std::net::SocketAd
         };
         client.http10 = head.minor_version == 0;
         client.keep_alive = head.keep_alive;
+        client.cors_origin = client
+            .cors
+            .as_ref()
+            .and_then(|c| c.allow(head.header("origin")));
         let body = match read_body(&shard, &mut client, &head).await {
             Ok(body) => body,
             Err(ReadError::Closed) => return,
@@ -67,7 +73,21 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: std::net::SocketAd
 }
 
 async fn dispatch(shard: &Rc<Shard>, client: &mut Client, head: RequestHead, body: Vec<u8>) {
+    // With CORS on, preflights are answered here for every route, as v1's middleware does.
+    if client.cors.is_some() && head.method.as_ref() == "OPTIONS" {
+        let mut out = Vec::with_capacity(512);
+        crate::http::write_status_line(&mut out, 204);
+        client.finish_head(&mut out, None);
+        if client.write(out).await.is_err() {
+            client.keep_alive = false;
+        }
+        return;
+    }
     match proxy_target(&head.target) {
+        // v1 answers a group's integration info under its proxy path; the control plane has it.
+        Some(t) if t.path == "/api/integration/info" => {
+            crate::relay::relay(shard, client, &head, body).await
+        }
         Some(_) => crate::forward::proxy(shard, client, &head, body).await,
         None => crate::relay::relay(shard, client, &head, body).await,
     }

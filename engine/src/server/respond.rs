@@ -19,6 +19,10 @@ pub struct Client {
     pub http10: bool,
     /// Whether the connection stays open after the current response.
     pub keep_alive: bool,
+    /// CORS for the current request: the origin to echo, when CORS is on and it is allowed.
+    pub cors_origin: Option<Box<str>>,
+    /// The CORS settings (shared, from the engine config).
+    pub cors: Option<std::sync::Arc<crate::cors::CorsConfig>>,
 }
 
 /// How a streamed response body is framed towards the client.
@@ -69,6 +73,18 @@ impl Client {
     /// Adds `Content-Length` (when known) and `Connection: close` if the connection ends, and
     /// the blank line.
     pub fn finish_head(&mut self, out: &mut Vec<u8>, length: Option<u64>) {
+        for (name, value) in crate::cors::SECURITY_HEADERS {
+            write_header(out, name, value.as_bytes());
+        }
+        if let (Some(origin), Some(cors)) = (&self.cors_origin, &self.cors) {
+            write_header(out, "Access-Control-Allow-Origin", origin.as_bytes());
+            write_header(out, "Access-Control-Allow-Methods", cors.methods.as_bytes());
+            write_header(out, "Access-Control-Allow-Headers", cors.headers.as_bytes());
+            if cors.credentials {
+                write_header(out, "Access-Control-Allow-Credentials", b"true");
+            }
+            write_header(out, "Vary", b"Origin");
+        }
         if let Some(len) = length {
             write_header(out, "Content-Length", len.to_string().as_bytes());
         }

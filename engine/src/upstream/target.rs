@@ -141,7 +141,7 @@ impl Upstreams {
     }
 }
 
-fn smooth_wrr_schedule(weights: &[u64]) -> Box<[u16]> {
+pub(crate) fn smooth_wrr_schedule(weights: &[u64]) -> Box<[u16]> {
     if weights.is_empty() {
         return Box::new([]);
     }

@@ -44,6 +44,74 @@ impl SqliteStore {
     pub(crate) async fn list_sub_groups(&self) -> StoreResult<Vec<SubGroupRow>> {
         self.read("list sub-groups", list_sub_groups).await
     }
+
+    pub(crate) async fn add_sub_groups(&self, links: Vec<SubGroupRow>) -> StoreResult<()> {
+        self.write("add sub-groups", move |conn| add_sub_groups(conn, &links))
+            .await
+    }
+
+    pub(crate) async fn set_sub_group_weight(&self, link: SubGroupRow) -> StoreResult<bool> {
+        self.write("set sub-group weight", move |conn| {
+            let now = datetime::format(Utc::now());
+            conn.execute(
+                "UPDATE group_sub_groups SET weight = ?3, updated_at = ?4 \
+                 WHERE group_id = ?1 AND sub_group_id = ?2",
+                rusqlite::params![link.group_id, link.sub_group_id, link.weight, now],
+            )
+            .map(|n| n > 0)
+            .context("set sub-group weight")
+        })
+        .await
+    }
+
+    pub(crate) async fn delete_sub_group(
+        &self,
+        group_id: i64,
+        sub_group_id: i64,
+    ) -> StoreResult<bool> {
+        self.write("delete sub-group", move |conn| {
+            conn.execute(
+                "DELETE FROM group_sub_groups WHERE group_id = ?1 AND sub_group_id = ?2",
+                [group_id, sub_group_id],
+            )
+            .map(|n| n > 0)
+            .context("delete sub-group")
+        })
+        .await
+    }
+}
+
+/// Inserts memberships in one transaction; an existing pair is a `Duplicate`.
+fn add_sub_groups(conn: &mut Connection, links: &[SubGroupRow]) -> StoreResult<()> {
+    let txn = begin_write(conn)?;
+    {
+        let now = datetime::format(Utc::now());
+        let mut stmt = txn
+            .prepare_cached(
+                "INSERT INTO group_sub_groups (group_id, sub_group_id, weight, created_at, updated_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?4)",
+            )
+            .context("prepare sub-group insert")?;
+        for link in links {
+            stmt.execute(rusqlite::params![
+                link.group_id,
+                link.sub_group_id,
+                link.weight,
+                now
+            ])
+            .map_err(|e| {
+                if is_unique_violation(&e) {
+                    StoreError::Duplicate(format!(
+                        "group {} is already a sub-group of group {}",
+                        link.sub_group_id, link.group_id
+                    ))
+                } else {
+                    StoreError::Db(format!("insert sub-group: {e}"))
+                }
+            })?;
+        }
+    }
+    txn.commit().context("commit sub-groups")
 }
 
 fn group_from_row(row: &Row<'_>) -> GroupRow {
