@@ -103,7 +103,7 @@ pub async fn list(
             Some((l.weight, item))
         })
         .collect();
-    items.sort_by(|a, b| b.0.cmp(&a.0));
+    items.sort_by_key(|(weight, _)| std::cmp::Reverse(*weight));
     Ok(ok(
         req,
         Value::Array(items.into_iter().map(|(_, v)| v).collect()),
