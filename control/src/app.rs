@@ -67,7 +67,9 @@ pub async fn run(config: Config) -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?;
     seed_settings(&store, &config).await?;
-    let settings = load_settings(&store).await?;
+    let settings = load_settings(&store)
+        .await?
+        .with_env_proxy(config.env_proxy.clone());
     let groups = store.list_groups().await.map_err(|e| e.to_string())?;
     let sub_groups = store.list_sub_groups().await.map_err(|e| e.to_string())?;
     let keys = store.all_keys().await.map_err(|e| e.to_string())?;
@@ -140,7 +142,9 @@ pub async fn run(config: Config) -> Result<(), String> {
         store_kind(&app.config.database_dsn),
     );
     wait_for_signal().await;
-    tracing::info!("shutting down: finishing requests in flight");
+    let engine_app = app.clone();
+    let _ = tokio::task::spawn_blocking(move || engine_app.engine.stop_accepting()).await;
+    tracing::info!("shutting down: no new connections; finishing requests in flight");
     let grace = app.config.graceful_shutdown_timeout;
     let engine_app = app.clone();
     let _ = tokio::task::spawn_blocking(move || engine_app.engine.shutdown(grace)).await;

@@ -35,6 +35,9 @@ pub struct Config {
     pub max_body_bytes: u64,
     /// TRUSTED_PROXIES: whose X-Forwarded-For is believed (default loopback).
     pub trusted_proxies: Vec<engine::client_ip::Cidr>,
+    /// HTTP_PROXY/HTTPS_PROXY/NO_PROXY (or lower case): the outbound proxy of groups without a
+    /// `proxy_url` setting.
+    pub env_proxy: Option<std::sync::Arc<engine::upstream::OutboundProxy>>,
 }
 
 /// Reads the environment through `get` (the process environment in production, a map in tests).
@@ -117,6 +120,7 @@ pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<Config, String> 
         engine_threads: int("ENGINE_THREADS", cores as u64, 1, 1024)? as usize,
         max_body_bytes: int("MAX_REQUEST_BODY_MB", 32, 1, 4096)? * 1024 * 1024,
         trusted_proxies: trusted_proxies(get("TRUSTED_PROXIES"))?,
+        env_proxy: engine::upstream::OutboundProxy::from_env(&get)?.map(std::sync::Arc::new),
     })
 }
 
@@ -189,6 +193,20 @@ mod tests {
     #[test]
     fn errors_name_the_variable() {
         assert!(from_env(env(&[])).unwrap_err().contains("AUTH_KEY"));
+        let e = from_env(env(&[
+            ("AUTH_KEY", "k"),
+            ("https_proxy", "gopher://u:pw@h"),
+        ]))
+        .unwrap_err();
+        assert!(e.starts_with("https_proxy: ") && !e.contains("pw@"), "{e}");
+        let c = from_env(env(&[("AUTH_KEY", "k"), ("HTTP_PROXY", "proxy.lan:3128")])).unwrap();
+        assert!(c.env_proxy.is_some());
+        assert!(
+            from_env(env(&[("AUTH_KEY", "k")]))
+                .unwrap()
+                .env_proxy
+                .is_none()
+        );
         assert!(
             from_env(env(&[("AUTH_KEY", "k"), ("PORT", "70000")]))
                 .unwrap_err()

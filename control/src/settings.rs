@@ -3,10 +3,12 @@
 //! effective group settings are all derived from `SETTINGS`.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use engine::GroupSettings;
 use engine::failover::FailoverCodes;
+use engine::upstream::proxy::{OutboundProxy, ProxyServer};
 use serde_json::Value;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -259,6 +261,9 @@ pub fn find(key: &str) -> Option<&'static SettingDef> {
 #[derive(Debug, Clone)]
 pub struct SystemSettings {
     values: BTreeMap<&'static str, String>,
+    /// HTTP_PROXY/HTTPS_PROXY/NO_PROXY, read once at start: the proxy rule of groups without a
+    /// `proxy_url` (the environment layer under the system settings).
+    env_proxy: Option<Arc<OutboundProxy>>,
 }
 
 impl SystemSettings {
@@ -274,7 +279,10 @@ impl SystemSettings {
                 values.insert(def.key, value.to_string());
             }
         }
-        Self { values }
+        Self {
+            values,
+            env_proxy: None,
+        }
     }
 
     pub fn get(&self, key: &str) -> &str {
@@ -285,6 +293,35 @@ impl SystemSettings {
         self.get(key)
             .parse()
             .unwrap_or_else(|_| find(key).and_then(|d| d.default.parse().ok()).unwrap_or(0))
+    }
+
+    pub fn with_env_proxy(mut self, env_proxy: Option<Arc<OutboundProxy>>) -> Self {
+        self.env_proxy = env_proxy;
+        self
+    }
+
+    /// A group's proxy rule, hosts not resolved yet: its `proxy_url`, else the system's, else
+    /// the environment's. A stored URL that does not parse (validation rejects new ones) is
+    /// logged and skipped.
+    pub fn proxy_rule(
+        &self,
+        group_config: &serde_json::Map<String, Value>,
+    ) -> Option<Arc<OutboundProxy>> {
+        let url = group_config
+            .get("proxy_url")
+            .and_then(Value::as_str)
+            .unwrap_or_else(|| self.get("proxy_url"))
+            .trim();
+        if url.is_empty() {
+            return self.env_proxy.clone();
+        }
+        match ProxyServer::parse(url) {
+            Ok(server) => Some(Arc::new(OutboundProxy::Fixed(server))),
+            Err(e) => {
+                tracing::warn!("proxy_url: {e}; using the environment's proxy settings");
+                self.env_proxy.clone()
+            }
+        }
     }
 
     pub fn set(&mut self, key: &'static str, value: String) {
@@ -331,6 +368,7 @@ impl SystemSettings {
                 .map(|s| Duration::from_secs(s as u64)),
             max_idle_conns_per_host: int("max_idle_conns_per_host").max(1) as usize,
             enable_request_body_logging: body_logging,
+            proxy: self.proxy_rule(group_config),
         }
     }
 }
@@ -384,6 +422,9 @@ pub fn validate_value(def: &SettingDef, value: &Value) -> Result<String, String>
             };
             if required && s.is_empty() {
                 return Err(format!("{} is required", def.key));
+            }
+            if def.key == "proxy_url" && !s.is_empty() {
+                ProxyServer::parse(&s).map_err(|e| format!("proxy_url: {e}"))?;
             }
             Ok(s)
         }
@@ -457,5 +498,38 @@ mod tests {
         assert!(validate_value(find("app_url").unwrap(), &json!("")).is_err());
         assert!(validate_group_config(json!({"app_url": "x"}).as_object().unwrap()).is_err());
         assert!(validate_group_config(json!({"max_retries": 1}).as_object().unwrap()).is_ok());
+    }
+
+    #[test]
+    fn proxy_url_validation_and_layers() {
+        let def = find("proxy_url").unwrap();
+        assert_eq!(validate_value(def, &json!(" ")).unwrap(), "");
+        assert_eq!(
+            validate_value(def, &json!("socks5h://u:p@h:1")).unwrap(),
+            "socks5h://u:p@h:1"
+        );
+        let e = validate_value(def, &json!("ftp://user:hunter2@h")).unwrap_err();
+        assert!(
+            e.starts_with("proxy_url: ") && !e.contains("hunter2"),
+            "{e}"
+        );
+        let bad_group = json!({"proxy_url": "http://h:badport"});
+        assert!(validate_group_config(bad_group.as_object().unwrap()).is_err());
+
+        let env = OutboundProxy::from_env(|n| (n == "HTTP_PROXY").then(|| "http://env:1".into()))
+            .unwrap()
+            .map(Arc::new);
+        let system = SystemSettings::from_rows([("proxy_url", "http://system:1")])
+            .with_env_proxy(env.clone());
+        let host = |config: serde_json::Value, settings: &SystemSettings| {
+            let rule = settings.effective(config.as_object().unwrap()).proxy?;
+            Some(rule.servers()[0].host.to_string())
+        };
+        assert_eq!(host(json!({}), &system).as_deref(), Some("system"));
+        let group = json!({"proxy_url": "socks5://group:1"});
+        assert_eq!(host(group, &system).as_deref(), Some("group"));
+        let no_url = SystemSettings::from_rows([]).with_env_proxy(env);
+        assert_eq!(host(json!({}), &no_url).as_deref(), Some("env"));
+        assert_eq!(host(json!({}), &SystemSettings::from_rows([])), None);
     }
 }

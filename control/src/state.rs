@@ -106,14 +106,22 @@ impl Model {
         self.built.clear();
     }
 
-    /// (host, port) pairs of all upstreams not resolved yet.
+    /// (host, port) pairs of all upstreams and outbound proxies not resolved yet.
     pub fn unresolved_hosts(&self) -> Vec<(String, u16)> {
+        let proxies = self.groups.values().flat_map(|g| {
+            let rule = self.settings.proxy_rule(&parse_object(&g.config));
+            rule.iter()
+                .flat_map(|r| r.servers())
+                .map(|s| (s.host.to_string(), s.port))
+                .collect::<Vec<_>>()
+        });
         let mut hosts: Vec<(String, u16)> = self
             .groups
             .values()
             .flat_map(|g| parse_upstreams(&g.upstreams))
             .filter_map(|u| Upstream::parse(&u.url, 1).ok())
             .map(|u| (u.host.to_string(), u.port))
+            .chain(proxies)
             .filter(|hp| !self.resolved.contains_key(hp))
             .collect();
         hosts.sort();
@@ -224,11 +232,36 @@ fn build_group(
             .into_iter()
             .map(Into::into)
             .collect(),
-        settings: settings.effective(&parse_object(&row.config)),
+        settings: with_proxy_addrs(settings.effective(&parse_object(&row.config)), resolved),
         param_overrides: (!overrides.is_empty()).then_some(overrides),
+        model_redirect: model_redirect(row),
         header_rules: engine::header_rules::parse(&row.header_rules),
         aggregate: None,
     }
+}
+
+/// The group's proxy rule with its proxies' addresses filled in from `resolved`.
+fn with_proxy_addrs(
+    mut settings: engine::GroupSettings,
+    resolved: &HashMap<(String, u16), Vec<SocketAddr>>,
+) -> engine::GroupSettings {
+    settings.proxy = settings.proxy.map(|rule| {
+        let lookup = |host: &str, port| {
+            resolved
+                .get(&(host.to_string(), port))
+                .cloned()
+                .unwrap_or_default()
+        };
+        Arc::new(rule.with_addrs(lookup))
+    });
+    settings
+}
+
+fn model_redirect(row: &GroupRow) -> engine::rewrite::ModelRedirect {
+    let rules = parse_object(&row.model_redirect_rules)
+        .into_iter()
+        .filter_map(|(from, to)| Some((from, to.as_str()?.to_string())));
+    engine::rewrite::ModelRedirect::new(rules, row.model_redirect_strict)
 }
 
 /// Resolves host names off the shards (here, on the control plane's runtime).

@@ -18,8 +18,9 @@ pub fn extract_proxy_key<'a>(
     if let Some(key) = query_param(query, "key").filter(|k| !k.is_empty()) {
         return Some(key);
     }
-    if let Some(value) = header("authorization") {
-        let value = std::str::from_utf8(value).ok()?.trim();
+    // A non-UTF-8 Authorization is skipped, not fatal: the key may still be in the next place.
+    if let Some(value) = header("authorization").and_then(|v| std::str::from_utf8(v).ok()) {
+        let value = value.trim();
         if let Some(token) = strip_prefix_ignore_case(value, "bearer ") {
             let token = token.trim();
             if !token.is_empty() {
@@ -135,6 +136,16 @@ mod tests {
         );
         assert!(extract_proxy_key("", headers(&[("Authorization", "Basic abc")])).is_none());
         assert!(extract_proxy_key("key=", headers(&[])).is_none());
+        let odd = |name: &str| match name {
+            "authorization" => Some(&b"Bearer \xff\xfe"[..]),
+            "x-api-key" => Some(&b"x"[..]),
+            _ => None,
+        };
+        assert_eq!(
+            extract_proxy_key("", odd).unwrap(),
+            "x",
+            "bad Authorization is skipped"
+        );
     }
 
     #[test]

@@ -18,16 +18,22 @@ use crate::http::{
     RequestHead, ResponseFraming, ResponseHead, is_hop_by_hop, write_header, write_status_line,
 };
 use crate::keys::KeySlot;
+use crate::rewrite::{
+    RedirectOutcome, StrictMiss, decode_body, is_models_request, parse_content_encoding,
+    redirect_model, rewrite_models_list,
+};
 use crate::route::proxy_target;
 use crate::server::Shard;
 use crate::server::conn::client_gone;
 use crate::server::respond::{Client, ClientFraming};
 use crate::snapshot::Group;
-use crate::upstream::{BodyReader, Conn, Upstream, UpstreamError, read_response_head};
+use crate::upstream::{BodyReader, Conn, Upstream, UpstreamError};
 
 /// Error bodies of failed attempts are read up to this size to find the message (v1 keeps
 /// 2,048 bytes of it; the rest only costs memory).
 const ERROR_BODY_LIMIT: usize = 64 * 1024;
+/// Largest model list read for rewriting (OpenAI's is ~100 KB; 32 MiB is far beyond any).
+const MODELS_BODY_LIMIT: usize = 32 * 1024 * 1024;
 /// Longest error message stored or returned (v1).
 const ERROR_MESSAGE_LIMIT: usize = 2048;
 /// Longest `request_path` / `upstream_addr` stored (v1's column sizes).
@@ -128,8 +134,8 @@ async fn route_and_authenticate<'a>(
             return None;
         }
     };
-    let (body, is_stream, model) = rewrite(&group, head, &path, &query, body);
-    Some(ProxyRequest {
+    let (body, is_stream, model, json) = rewrite(&group, head, &path, &query, body);
+    let mut request = ProxyRequest {
         group,
         parent,
         source_ip: crate::client_ip::client_ip(
@@ -147,18 +153,51 @@ async fn route_and_authenticate<'a>(
         model,
         started,
         request_id: request_id.to_string(),
-    })
+    };
+    match redirect_model_phase(&mut request, json) {
+        Ok(()) => Some(request),
+        Err(miss) => {
+            let message = miss.to_string();
+            log_attempt(shard, &request, None, 400, &message, true);
+            let _ = client
+                .send_error(400, "BAD_REQUEST", &message, &extra)
+                .await;
+            None
+        }
+    }
+}
+
+/// Model redirect (v1 §2.8), after param overrides: the JSON body's `model`, or Gemini's
+/// native path. In strict mode a model without a rule is refused.
+fn redirect_model_phase(
+    request: &mut ProxyRequest<'_>,
+    mut json: Option<serde_json::Value>,
+) -> Result<(), StrictMiss> {
+    let rules = &request.group.model_redirect;
+    if rules.is_empty() {
+        return Ok(());
+    }
+    let (outcome, new_path) =
+        redirect_model(request.group.channel, &request.path, json.as_mut(), rules)?;
+    if let Some(path) = new_path {
+        request.path = path;
+    } else if let (RedirectOutcome::Rewritten { .. }, Some(json)) = (&outcome, &json)
+        && let Ok(bytes) = serde_json::to_vec(json)
+    {
+        request.body = bytes;
+    }
+    Ok(())
 }
 
 /// Stream detection on the client's body, then param overrides; returns the body to send, the
-/// stream flag and the model name (after overrides, as v1 logs it).
+/// stream flag, the model name (after overrides, as v1 logs it) and the parsed JSON body.
 fn rewrite(
     group: &Group,
     head: &RequestHead,
     path: &str,
     query: &str,
     body: Vec<u8>,
-) -> (Vec<u8>, bool, String) {
+) -> (Vec<u8>, bool, String, Option<serde_json::Value>) {
     let mut json: Option<serde_json::Value> = match body.first() {
         Some(b'{') => serde_json::from_slice(&body).ok(),
         _ => None,
@@ -182,7 +221,7 @@ fn rewrite(
         .model(path, json.as_ref())
         .unwrap_or_default()
         .to_string();
-    (body, is_stream, model)
+    (body, is_stream, model, json)
 }
 
 /// How one attempt ended.
@@ -218,6 +257,8 @@ async fn forward(shard: &Rc<Shard>, client: &mut Client, request: ProxyRequest<'
                 body,
             } => {
                 let message = redact(&message, &key.value);
+                // The body may go back to the client: it must not carry our upstream key.
+                let body = body.map(|b| redact_bytes(b, &key.value));
                 penalize(shard, &request, key, &message);
                 // When this failure left no active key, it is the answer: the client learns
                 // what the upstream said rather than a bare "no keys" (v1 answers 503, #300).
@@ -255,15 +296,8 @@ async fn try_upstream(
             .response_header_timeout
             .min(remaining(request.started, settings.request_timeout))
     };
-    let exchange = send(
-        shard,
-        upstream,
-        bytes,
-        request.head.method.as_ref() == "HEAD",
-        settings.connect_timeout,
-        header_timeout,
-        settings.idle_conn_timeout,
-    );
+    let was_head = request.head.method.as_ref() == "HEAD";
+    let exchange = send(shard, upstream, settings, bytes, was_head, header_timeout);
     let result = match select(
         std::pin::pin!(exchange),
         std::pin::pin!(client_gone(&client.stream)),
@@ -301,9 +335,7 @@ async fn try_upstream(
         // A stalled error body must not hold the attempt past the header timeout.
         let read = monoio::time::timeout(header_timeout, read).await;
         if matches!(read, Ok(Ok(()))) && reader.reusable() {
-            shard
-                .pool
-                .checkin(upstream, conn, settings.max_idle_conns_per_host);
+            shard.pool.checkin(conn, settings.max_idle_conns_per_host);
         }
         let body = decode_for_message(&head, body);
         let message = error_message(&body);
@@ -326,6 +358,12 @@ async fn deliver(
     mut conn: Conn,
     head: ResponseHead,
 ) -> Attempt {
+    if !request.is_stream
+        && (200..300).contains(&head.status)
+        && is_models_request(&request.head.method, &request.path)
+    {
+        return deliver_models_list(shard, client, request, key, upstream, conn, head).await;
+    }
     let settings = &request.group.settings;
     let mut out = Vec::with_capacity(512);
     write_status_line(&mut out, head.status);
@@ -382,9 +420,7 @@ async fn deliver(
                 client.keep_alive = false;
             }
             if reader.reusable() {
-                shard
-                    .pool
-                    .checkin(upstream, conn, settings.max_idle_conns_per_host);
+                shard.pool.checkin(conn, settings.max_idle_conns_per_host);
             }
             log_attempt(shard, request, Some((key, upstream)), head.status, "", true);
         }
@@ -479,52 +515,29 @@ fn connection_listed(headers: &[crate::http::Header]) -> Vec<String> {
         .collect()
 }
 
-/// Sends the request on a pooled or new connection and reads the response head. A pooled
-/// connection that turns out dead before any response byte gets one retry on a fresh one.
+/// Sends the request through the group's proxy rule on a pooled or new connection, follows
+/// redirects, and reads the final response head (`upstream::send`).
 async fn send(
     shard: &Shard,
     upstream: &Upstream,
+    settings: &crate::snapshot::GroupSettings,
     bytes: Vec<u8>,
     was_head: bool,
-    connect_timeout: Duration,
     header_timeout: Duration,
-    idle_timeout: Duration,
 ) -> Result<(Conn, ResponseHead), UpstreamError> {
-    if let Some(conn) = shard.pool.checkout(upstream, idle_timeout) {
-        match exchange_head(conn, bytes.clone(), was_head, header_timeout).await {
-            Err(UpstreamError::ClosedEarly { reused: true }) => {}
-            other => return other,
-        }
-    }
-    let conn = Conn::connect(upstream, &shard.tls, connect_timeout).await?;
-    exchange_head(conn, bytes, was_head, header_timeout).await
+    let options = crate::upstream::SendOptions {
+        pool: &shard.pool,
+        tls: &shard.tls,
+        proxy: settings.proxy.as_deref(),
+        was_head,
+        connect_timeout: settings.connect_timeout,
+        header_timeout,
+        idle_timeout: settings.idle_conn_timeout,
+    };
+    crate::upstream::send(&options, upstream, bytes).await
 }
 
-/// Writes the request and waits for the response head, within `timeout`.
-pub async fn exchange_head(
-    mut conn: Conn,
-    bytes: Vec<u8>,
-    was_head: bool,
-    timeout: Duration,
-) -> Result<(Conn, ResponseHead), UpstreamError> {
-    let exchange = async {
-        if let Err(e) = conn.write_all(bytes).await {
-            return Err(if conn.reused {
-                UpstreamError::ClosedEarly { reused: true }
-            } else {
-                UpstreamError::Io(format!("write to upstream: {e}"))
-            });
-        }
-        read_response_head(&mut conn, was_head).await
-    };
-    match monoio::time::timeout(timeout, exchange).await {
-        Ok(Ok(head)) => Ok((conn, head)),
-        Ok(Err(e)) => Err(e),
-        Err(_) => Err(UpstreamError::Timeout(
-            "no response header within response_header_timeout",
-        )),
-    }
-}
+pub use crate::upstream::exchange_head;
 
 /// The upstream request: method, base path + client path, query (+ key for Gemini), client
 /// headers minus credentials and hop-by-hop ones, the key injected the channel's way.
@@ -811,10 +824,75 @@ pub fn error_message(body: &[u8]) -> String {
     truncate(String::from_utf8_lossy(body).trim(), ERROR_MESSAGE_LIMIT)
 }
 
-/// Error bodies are parsed as text; compressed ones (gzip etc.) are reported as such for now.
+/// Decodes a body per its `Content-Encoding` (gzip, deflate, br, zstd), bounded by `limit`.
+fn decode(head: &ResponseHead, body: &[u8], limit: usize) -> Result<Vec<u8>, String> {
+    let encoding = parse_content_encoding(head.header("content-encoding"))?;
+    decode_body(body, encoding, limit)
+}
+
+/// Error bodies are read for their message; a compressed one is decoded first (v1 does), and
+/// kept as it came when it cannot be.
 fn decode_for_message(head: &ResponseHead, body: Vec<u8>) -> Vec<u8> {
-    let _ = head;
-    body
+    decode(head, &body, ERROR_BODY_LIMIT * 16).unwrap_or(body)
+}
+
+/// Model lists are read whole, decoded and rewritten per the group's redirect rules (v1 §2.8),
+/// then sent as JSON with status 200; a body that is not a list (or cannot be decoded) goes
+/// through as the upstream sent it.
+async fn deliver_models_list(
+    shard: &Rc<Shard>,
+    client: &mut Client,
+    request: &ProxyRequest<'_>,
+    key: &Arc<KeySlot>,
+    upstream: &Upstream,
+    mut conn: Conn,
+    head: ResponseHead,
+) -> Attempt {
+    let settings = &request.group.settings;
+    let mut reader = BodyReader::new(&head);
+    let mut raw = Vec::new();
+    let wait = remaining(request.started, settings.request_timeout);
+    let read = monoio::time::timeout(
+        wait,
+        reader.read_to_end(&mut conn, &mut raw, MODELS_BODY_LIMIT),
+    )
+    .await
+    .unwrap_or(Err(UpstreamError::Timeout(
+        "request_timeout reached while reading the body",
+    )));
+    let extra = [("X-Request-Id", request.request_id.as_str())];
+    if let Err(e) = read {
+        let message = redact(&e.to_string(), &key.value);
+        log_attempt(shard, request, Some((key, upstream)), 502, &message, true);
+        let _ = client
+            .send_error(502, "UPSTREAM_ERROR", &message, &extra)
+            .await;
+        return Attempt::Delivered;
+    }
+    if reader.reusable() {
+        shard.pool.checkin(conn, settings.max_idle_conns_per_host);
+    }
+    let rewritten = decode(&head, &raw, MODELS_BODY_LIMIT)
+        .ok()
+        .and_then(|body| rewrite_models_list(&body, &request.group.model_redirect, &request.query));
+    let sent = match rewritten {
+        Some(body) => client.send_json(200, &body, &extra).await,
+        None => {
+            let mut out = Vec::with_capacity(512 + raw.len());
+            write_status_line(&mut out, head.status);
+            copy_response_headers(&mut out, &head, false, client.cors_origin.is_some());
+            write_header(&mut out, "X-Request-Id", request.request_id.as_bytes());
+            client.finish_head(&mut out, Some(raw.len() as u64));
+            out.extend_from_slice(&raw);
+            client.write(out).await
+        }
+    };
+    let (status, error) = match sent {
+        Ok(()) => (head.status, ""),
+        Err(_) => (499, "client closed the connection"),
+    };
+    log_attempt(shard, request, Some((key, upstream)), status, error, true);
+    Attempt::Delivered
 }
 
 /// Replaces every occurrence of `key` with its masked form (`sk-a****wxyz`).
@@ -823,6 +901,14 @@ pub fn redact(text: &str, key: &str) -> String {
         return text.to_string();
     }
     text.replace(key, &mask_key(key))
+}
+
+/// `redact` for a raw body; bodies without the key are returned as they are.
+fn redact_bytes(body: Vec<u8>, key: &str) -> Vec<u8> {
+    if key.len() < 4 || memchr::memmem::find(&body, key.as_bytes()).is_none() {
+        return body;
+    }
+    redact(&String::from_utf8_lossy(&body), key).into_bytes()
 }
 
 /// v1's mask: first four and last four characters around `****` (shorter keys fully masked).

@@ -17,6 +17,7 @@ pub mod header_rules;
 pub mod http;
 pub mod keys;
 pub mod relay;
+pub mod rewrite;
 pub mod route;
 pub mod server;
 pub mod snapshot;

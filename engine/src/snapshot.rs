@@ -42,6 +42,8 @@ pub struct Group {
     pub settings: GroupSettings,
     /// Top-level JSON fields merged into request bodies.
     pub param_overrides: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Client model → upstream model (v1 §2.8); strict refuses models without a rule.
+    pub model_redirect: crate::rewrite::ModelRedirect,
     /// Headers set or removed on every upstream request, after key injection.
     pub header_rules: Box<[HeaderRule]>,
     /// For an aggregate group: its members (standard groups of the same channel).
@@ -72,6 +74,9 @@ pub struct GroupSettings {
     pub stream_idle_timeout: Option<Duration>,
     pub max_idle_conns_per_host: usize,
     pub enable_request_body_logging: bool,
+    /// The outbound proxy rule: the effective `proxy_url`, else HTTP(S)_PROXY/NO_PROXY; `None`
+    /// connects directly.
+    pub proxy: Option<std::sync::Arc<crate::upstream::proxy::OutboundProxy>>,
 }
 
 impl Default for GroupSettings {
@@ -88,6 +93,7 @@ impl Default for GroupSettings {
             stream_idle_timeout: Some(Duration::from_secs(300)),
             max_idle_conns_per_host: 50,
             enable_request_body_logging: false,
+            proxy: None,
         }
     }
 }

@@ -31,6 +31,8 @@ const HOUSEKEEPING_TICK: Duration = Duration::from_millis(10);
 #[derive(Default)]
 pub struct Shared {
     draining: AtomicBool,
+    /// Shards whose listener is still open.
+    listening: AtomicUsize,
     /// Proxy requests in flight over all shards (MAX_CONCURRENT_REQUESTS).
     pub proxy_in_flight: AtomicUsize,
     /// Request ids: a process-wide counter keeps them unique across shards.
@@ -97,6 +99,16 @@ impl EngineHandle {
         self.applied
             .iter()
             .all(|a| a.load(Ordering::Acquire) >= version)
+    }
+
+    /// Stops accepting new connections on every shard; returns once every listener is closed
+    /// (within a few housekeeping ticks), so a client connecting afterwards is refused.
+    pub fn stop_accepting(&self) {
+        self.shared.draining.store(true, Ordering::SeqCst);
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while self.shared.listening.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(2));
+        }
     }
 
     /// Stops accepting, waits for requests in flight up to `grace`, and joins the shards.
@@ -236,11 +248,13 @@ async fn shard_main(ctx: ShardStart, driver: &'static str) {
         read_canceller: RefCell::new(Canceller::new()),
         accept_canceller: RefCell::new(Canceller::new()),
     });
+    shard.shared.listening.fetch_add(1, Ordering::SeqCst);
     let _ = ctx.ready.send(Ok(driver));
     let accept_cancel = shard.accept_canceller.borrow().handle();
     monoio::spawn(housekeeping(shard.clone(), ctx.snapshots, ctx.applied));
     accept_loop(&shard, &listener, accept_cancel).await;
     drop(listener);
+    shard.shared.listening.fetch_sub(1, Ordering::SeqCst);
     drain(&shard).await;
 }
 

@@ -1,12 +1,43 @@
 //! One HTTP/1.1 exchange on an upstream connection: the response head (interim 1xx skipped) and
 //! a body reader that yields data as it arrives, whatever the framing.
 
+use std::time::Duration;
+
+use monoio::buf::IoBuf;
+
 use crate::http::{ChunkedDecoder, ResponseFraming, ResponseHead, parse_response_head};
 
 use super::{Conn, UpstreamError};
 
 /// Largest response head accepted from an upstream.
 pub const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+
+/// Writes the request and waits for the response head, within `timeout`. A write failure on a
+/// pooled connection is reported as `ClosedEarly { reused: true }`: worth one fresh retry.
+pub async fn exchange_head<B: IoBuf + 'static>(
+    mut conn: Conn,
+    bytes: B,
+    was_head: bool,
+    timeout: Duration,
+) -> Result<(Conn, ResponseHead), UpstreamError> {
+    let exchange = async {
+        if let Err(e) = conn.write_all(bytes).await {
+            return Err(if conn.reused {
+                UpstreamError::ClosedEarly { reused: true }
+            } else {
+                UpstreamError::Io(format!("write to upstream: {e}"))
+            });
+        }
+        read_response_head(&mut conn, was_head).await
+    };
+    match monoio::time::timeout(timeout, exchange).await {
+        Ok(Ok(head)) => Ok((conn, head)),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(UpstreamError::Timeout(
+            "no response header within response_header_timeout",
+        )),
+    }
+}
 
 /// Reads the final response head from `conn`, leaving any body bytes in `conn.buf`.
 pub async fn read_response_head(

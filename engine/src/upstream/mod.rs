@@ -1,14 +1,22 @@
-//! Talking to upstreams: connections, the per-shard pool, and one HTTP/1.1 exchange (send a
-//! request, read the response head, read the body as it arrives).
+//! Talking to upstreams: connections (direct or through an outbound proxy), the per-shard pool,
+//! one HTTP/1.1 exchange (send a request, read the response head, read the body as it arrives),
+//! and `send`, which puts them together and follows redirects.
 
 pub mod conn;
 pub mod exchange;
 pub mod pool;
+pub mod proxy;
+pub mod redirect;
+pub mod resolve;
+pub mod send;
+pub mod socks5;
 pub mod target;
 
 pub use conn::Conn;
-pub use exchange::{BodyReader, read_response_head};
+pub use exchange::{BodyReader, exchange_head, read_response_head};
 pub use pool::Pool;
+pub use proxy::OutboundProxy;
+pub use send::{SendOptions, send};
 pub use target::{Scheme, Upstream, Upstreams};
 
 use std::fmt;
@@ -26,12 +34,16 @@ pub enum UpstreamError {
         reused: bool,
     },
     Protocol(String),
+    /// A redirect that cannot be followed, or one too many.
+    Redirect(String),
 }
 
 impl fmt::Display for UpstreamError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            UpstreamError::Connect(m) | UpstreamError::Io(m) => f.write_str(m),
+            UpstreamError::Connect(m) | UpstreamError::Io(m) | UpstreamError::Redirect(m) => {
+                f.write_str(m)
+            }
             UpstreamError::Timeout(what) => write!(f, "upstream timeout: {what}"),
             UpstreamError::ClosedEarly { .. } => {
                 f.write_str("upstream closed the connection before sending a response (EOF)")

@@ -1,20 +1,21 @@
-//! The shard's keep-alive pool of upstream connections, keyed by scheme, host and port.
+//! The shard's keep-alive pool of upstream connections, keyed by scheme, host, port and proxy.
 //!
 //! One pool per shard (`!Send`, no lock): a connection is only ever used by the shard that
 //! opened it. Idle connections are handed out LIFO (the warmest first) and dropped when they
 //! have been idle longer than the group's `idle_conn_timeout`, when the peer closed them, or when
-//! the host already holds `max_idle_conns_per_host` idle ones.
+//! the host already holds `max_idle_conns_per_host` idle ones. A connection is filed under the
+//! route it was opened for (`Conn::route`), which after a redirect may not be the upstream the
+//! request started with.
 
 use std::cell::RefCell;
 use std::time::{Duration, Instant};
 
-use super::conn::Conn;
-use super::target::{Scheme, Upstream};
+use super::conn::{Conn, Route};
+use super::proxy::ProxyServer;
+use super::target::Upstream;
 
 struct HostPool {
-    scheme: Scheme,
-    host: Box<str>,
-    port: u16,
+    route: Route,
     idle: Vec<Conn>,
 }
 
@@ -26,10 +27,17 @@ pub struct Pool {
 }
 
 impl Pool {
-    /// An idle connection to `upstream` that still looks usable, if any.
-    pub fn checkout(&self, upstream: &Upstream, idle_timeout: Duration) -> Option<Conn> {
+    /// An idle connection to `upstream` through `proxy` (or direct) that still looks usable.
+    pub fn checkout(
+        &self,
+        upstream: &Upstream,
+        proxy: Option<&ProxyServer>,
+        idle_timeout: Duration,
+    ) -> Option<Conn> {
         let mut hosts = self.hosts.borrow_mut();
-        let host = hosts.iter_mut().find(|h| matches(h, upstream))?;
+        let host = hosts
+            .iter_mut()
+            .find(|h| h.route.leads_to(upstream, proxy))?;
         let now = Instant::now();
         while let Some(mut conn) = host.idle.pop() {
             if now.duration_since(conn.idle_since) < idle_timeout && conn.looks_alive() {
@@ -40,18 +48,20 @@ impl Pool {
         None
     }
 
-    /// Returns a connection whose last exchange completed cleanly.
-    pub fn checkin(&self, upstream: &Upstream, mut conn: Conn, max_idle_per_host: usize) {
+    /// Returns a connection whose last exchange completed cleanly, under the route it was
+    /// opened for.
+    pub fn checkin(&self, mut conn: Conn, max_idle_per_host: usize) {
+        let Some(route) = conn.route.as_ref() else {
+            return;
+        };
         conn.buf.clear();
         conn.idle_since = Instant::now();
         let mut hosts = self.hosts.borrow_mut();
-        let index = match hosts.iter().position(|h| matches(h, upstream)) {
+        let index = match hosts.iter().position(|h| h.route == *route) {
             Some(i) => i,
             None => {
                 hosts.push(HostPool {
-                    scheme: upstream.scheme,
-                    host: upstream.host.clone(),
-                    port: upstream.port,
+                    route: route.clone(),
                     idle: Vec::new(),
                 });
                 hosts.len() - 1
@@ -76,8 +86,4 @@ impl Pool {
     pub fn idle_count(&self) -> usize {
         self.hosts.borrow().iter().map(|h| h.idle.len()).sum()
     }
-}
-
-fn matches(host: &HostPool, upstream: &Upstream) -> bool {
-    host.port == upstream.port && host.scheme == upstream.scheme && *host.host == *upstream.host
 }

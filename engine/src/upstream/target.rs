@@ -69,7 +69,7 @@ impl Upstream {
     }
 }
 
-fn split_host_port(authority: &str, default_port: u16) -> Option<(&str, u16)> {
+pub(crate) fn split_host_port(authority: &str, default_port: u16) -> Option<(&str, u16)> {
     let (host, port) = if let Some(rest) = authority.strip_prefix('[') {
         let end = rest.find(']')?;
         let host = &rest[..end];
