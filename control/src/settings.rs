@@ -367,6 +367,7 @@ impl SystemSettings {
                 .filter(|s| *s > 0)
                 .map(|s| Duration::from_secs(s as u64)),
             max_idle_conns_per_host: int("max_idle_conns_per_host").max(1) as usize,
+            max_idle_conns: int("max_idle_conns").max(1) as usize,
             enable_request_body_logging: body_logging,
             proxy: self.proxy_rule(group_config),
         }

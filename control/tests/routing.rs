@@ -574,3 +574,87 @@ async fn stalled_stream_is_cut_after_stream_idle_timeout() {
         .expect("log row");
     assert!(error.contains("stream_idle_timeout"), "{error}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s2_13_concurrency_limit_is_429_with_retry_after_and_spares_the_admin_api() {
+    let mock = MockUpstream::start().await;
+    let server = Server::start_with(&[("MAX_CONCURRENT_REQUESTS", "1")]).await;
+    let id = server
+        .create_group("g", "openai", &mock.url(), json!({}))
+        .await;
+    server.add_keys(id, &["sk-limit-upstream-1"]).await;
+    let held = {
+        let client = server.client.clone();
+        let url = server.url(&format!("/proxy/g{CHAT}"));
+        tokio::spawn(async move {
+            client
+                .post(url)
+                .bearer_auth(PROXY_KEY)
+                .header("x-mock-gate", "release")
+                .json(&chat_body())
+                .send()
+                .await
+                .expect("held request")
+                .status()
+        })
+    };
+    mock.wait_requests(1).await;
+    let refused = server
+        .proxy_post(&format!("/proxy/g{CHAT}"), chat_body())
+        .await;
+    assert_eq!(refused.status(), 429);
+    assert_eq!(refused.headers()["retry-after"], "1");
+    let body: Value = refused.json().await.expect("json");
+    assert_eq!(body["code"], "TOO_MANY_REQUESTS");
+    let (status, _) = server.api("GET", "/api/groups", None).await;
+    assert_eq!(status, 200, "the limit counts proxy requests only");
+    mock.open_gate("release");
+    assert_eq!(held.await.expect("join"), 200);
+    let after = server
+        .proxy_post(&format!("/proxy/g{CHAT}"), chat_body())
+        .await;
+    assert_eq!(after.status(), 200, "the slot is given back");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s2_14_request_bodies_and_user_agents_are_logged_only_when_enabled() {
+    let mock = MockUpstream::start().await;
+    let mut server = Server::start().await;
+    let on = json!({"config": {"enable_request_body_logging": true}});
+    let logged = server
+        .create_group("logged", "openai", &mock.url(), on)
+        .await;
+    let quiet = server
+        .create_group("quiet", "openai", &mock.url(), json!({}))
+        .await;
+    server.add_keys(logged, &["sk-body-upstream-1"]).await;
+    server.add_keys(quiet, &["sk-body-upstream-2"]).await;
+    let big = "x".repeat(70_000);
+    for group in ["logged", "quiet"] {
+        let response = server
+            .client
+            .post(server.url(&format!("/proxy/{group}{CHAT}")))
+            .bearer_auth(PROXY_KEY)
+            .header("User-Agent", "test-agent/1.0")
+            .json(&json!({"model": "m", "messages": [{"role": "user", "content": big}]}))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(response.status(), 200);
+    }
+    assert!(server.stop().await.success());
+    let db = server.db();
+    let row = |group: &str| -> (String, String) {
+        db.query_row(
+            "SELECT request_body, user_agent FROM request_logs WHERE group_name = ?1",
+            [group],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .expect("log")
+    };
+    let (body, agent) = row("logged");
+    assert_eq!(body.len(), 65_000, "truncated as v1 does");
+    assert!(body.starts_with("{\""));
+    assert_eq!(agent, "test-agent/1.0");
+    assert_eq!(row("quiet"), (String::new(), String::new()));
+}

@@ -335,7 +335,11 @@ async fn try_upstream(
         // A stalled error body must not hold the attempt past the header timeout.
         let read = monoio::time::timeout(header_timeout, read).await;
         if matches!(read, Ok(Ok(()))) && reader.reusable() {
-            shard.pool.checkin(conn, settings.max_idle_conns_per_host);
+            shard.pool.checkin(
+                conn,
+                settings.max_idle_conns_per_host,
+                settings.max_idle_conns,
+            );
         }
         let body = decode_for_message(&head, body);
         let message = error_message(&body);
@@ -420,7 +424,11 @@ async fn deliver(
                 client.keep_alive = false;
             }
             if reader.reusable() {
-                shard.pool.checkin(conn, settings.max_idle_conns_per_host);
+                shard.pool.checkin(
+                    conn,
+                    settings.max_idle_conns_per_host,
+                    settings.max_idle_conns,
+                );
             }
             log_attempt(shard, request, Some((key, upstream)), head.status, "", true);
         }
@@ -870,7 +878,11 @@ async fn deliver_models_list(
         return Attempt::Delivered;
     }
     if reader.reusable() {
-        shard.pool.checkin(conn, settings.max_idle_conns_per_host);
+        shard.pool.checkin(
+            conn,
+            settings.max_idle_conns_per_host,
+            settings.max_idle_conns,
+        );
     }
     let rewritten = decode(&head, &raw, MODELS_BODY_LIMIT)
         .ok()

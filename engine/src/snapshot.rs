@@ -73,6 +73,8 @@ pub struct GroupSettings {
     /// Longest silence between two chunks of a streamed response; `None` = unbounded.
     pub stream_idle_timeout: Option<Duration>,
     pub max_idle_conns_per_host: usize,
+    /// Idle upstream connections one shard keeps over all hosts.
+    pub max_idle_conns: usize,
     pub enable_request_body_logging: bool,
     /// The outbound proxy rule: the effective `proxy_url`, else HTTP(S)_PROXY/NO_PROXY; `None`
     /// connects directly.
@@ -92,6 +94,7 @@ impl Default for GroupSettings {
             idle_conn_timeout: Duration::from_secs(120),
             stream_idle_timeout: Some(Duration::from_secs(300)),
             max_idle_conns_per_host: 50,
+            max_idle_conns: 100,
             enable_request_body_logging: false,
             proxy: None,
         }

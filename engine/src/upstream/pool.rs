@@ -49,14 +49,18 @@ impl Pool {
     }
 
     /// Returns a connection whose last exchange completed cleanly, under the route it was
-    /// opened for.
-    pub fn checkin(&self, mut conn: Conn, max_idle_per_host: usize) {
+    /// opened for; beyond `max_idle_per_host` for its route or `max_idle_total` for the shard
+    /// it is closed instead.
+    pub fn checkin(&self, mut conn: Conn, max_idle_per_host: usize, max_idle_total: usize) {
         let Some(route) = conn.route.as_ref() else {
             return;
         };
         conn.buf.clear();
         conn.idle_since = Instant::now();
         let mut hosts = self.hosts.borrow_mut();
+        if hosts.iter().map(|h| h.idle.len()).sum::<usize>() >= max_idle_total {
+            return;
+        }
         let index = match hosts.iter().position(|h| h.route == *route) {
             Some(i) => i,
             None => {
