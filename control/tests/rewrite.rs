@@ -243,3 +243,35 @@ async fn s2_10_compressed_error_bodies_are_decoded_and_the_key_redacted() {
         .expect("log");
     assert_eq!(error, "invalid key sk-g****6789");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s2_3_param_overrides_merge_top_level_fields_before_the_redirect() {
+    let mock = MockUpstream::start().await;
+    let server = Server::start().await;
+    let extra = json!({
+        "param_overrides": {"temperature": 0.2, "model": "alias", "stream_options": {"include_usage": true}},
+        "model_redirect_rules": {"alias": "real-model"},
+    });
+    let id = server.create_group("g", "openai", &mock.url(), extra).await;
+    server.add_keys(id, &["sk-override-upstream-1"]).await;
+    let body = json!({"model": "client-model", "temperature": 1.0, "top_p": 0.5, "messages": []});
+    let r = server.proxy_post("/proxy/g/v1/chat/completions", body).await;
+    assert_eq!(r.status(), 200);
+    let sent = mock.requests()[0].json();
+    assert_eq!(sent["temperature"], 0.2, "overridden");
+    assert_eq!(sent["top_p"], 0.5, "kept");
+    assert_eq!(sent["stream_options"]["include_usage"], true, "added");
+    assert_eq!(sent["model"], "real-model", "overrides run first, then the redirect");
+
+    // A body that is not a JSON object passes unchanged.
+    let raw = server
+        .client
+        .post(server.url("/proxy/g/v1/files"))
+        .bearer_auth(PROXY_KEY)
+        .body("not json")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(raw.status(), 404, "the mock has no such route; 404 passes through");
+    assert_eq!(mock.requests()[1].body, b"not json");
+}
