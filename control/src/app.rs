@@ -29,6 +29,8 @@ pub struct App {
     pub started: Instant,
     /// `request_log_write_interval_minutes`, read by the log writer on every tick.
     pub log_interval: Arc<AtomicU64>,
+    /// The one background task slot (import, delete, validation).
+    pub tasks: Arc<crate::tasks::Tasks>,
 }
 
 impl App {
@@ -112,6 +114,7 @@ pub async fn run(config: Config) -> Result<(), String> {
         engine,
         started: Instant::now(),
         log_interval: Arc::new(AtomicU64::new(1)),
+        tasks: Arc::new(crate::tasks::Tasks::default()),
     });
     app.apply_settings(&settings);
     let (blacklisted_tx, blacklisted_rx) = tokio::sync::mpsc::unbounded_channel();

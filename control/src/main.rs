@@ -7,6 +7,7 @@ mod config;
 mod logs;
 mod settings;
 mod state;
+mod tasks;
 
 use clap::Parser;
 

@@ -255,13 +255,18 @@ async fn s2_3_param_overrides_merge_top_level_fields_before_the_redirect() {
     let id = server.create_group("g", "openai", &mock.url(), extra).await;
     server.add_keys(id, &["sk-override-upstream-1"]).await;
     let body = json!({"model": "client-model", "temperature": 1.0, "top_p": 0.5, "messages": []});
-    let r = server.proxy_post("/proxy/g/v1/chat/completions", body).await;
+    let r = server
+        .proxy_post("/proxy/g/v1/chat/completions", body)
+        .await;
     assert_eq!(r.status(), 200);
     let sent = mock.requests()[0].json();
     assert_eq!(sent["temperature"], 0.2, "overridden");
     assert_eq!(sent["top_p"], 0.5, "kept");
     assert_eq!(sent["stream_options"]["include_usage"], true, "added");
-    assert_eq!(sent["model"], "real-model", "overrides run first, then the redirect");
+    assert_eq!(
+        sent["model"], "real-model",
+        "overrides run first, then the redirect"
+    );
 
     // A body that is not a JSON object passes unchanged.
     let raw = server
@@ -272,6 +277,10 @@ async fn s2_3_param_overrides_merge_top_level_fields_before_the_redirect() {
         .send()
         .await
         .expect("request");
-    assert_eq!(raw.status(), 404, "the mock has no such route; 404 passes through");
+    assert_eq!(
+        raw.status(),
+        404,
+        "the mock has no such route; 404 passes through"
+    );
     assert_eq!(mock.requests()[1].body, b"not json");
 }

@@ -156,6 +156,7 @@ pub fn routes(app: Arc<App>) -> impl Endpoint {
         .at("/keys/add-multiple", post(keys::add_multiple))
         .at("/keys/delete-multiple", post(keys::delete_multiple))
         .at("/settings", get(settings::get_all).put(settings::update))
+        .at("/tasks/status", get(system::task_status))
         .at("/*", not_found)
         .around(require_auth);
     let api = Route::new()

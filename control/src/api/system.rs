@@ -71,3 +71,9 @@ pub fn json_response(status: StatusCode, body: serde_json::Value) -> Response {
         .content_type("application/json; charset=utf-8")
         .body(body.to_string())
 }
+
+/// The single background task's status (v1's TaskStatus).
+#[handler]
+pub async fn task_status(app: Data<&Arc<App>>, req: &poem::Request) -> Response {
+    super::ok(req, app.tasks.status())
+}
