@@ -10,6 +10,7 @@ use store::{SettingRow, Store};
 use tokio::sync::Mutex;
 
 use crate::config::Config;
+use crate::encryption::KeyCipher;
 use crate::logs::LogWriter;
 use crate::settings::{SETTINGS, SystemSettings};
 use crate::state::{Model, resolve};
@@ -31,6 +32,10 @@ pub struct App {
     pub log_interval: Arc<AtomicU64>,
     /// The one background task slot (import, delete, validation).
     pub tasks: Arc<crate::tasks::Tasks>,
+    /// ENCRYPTION_KEY, derived once: encrypts, decrypts and hashes upstream keys.
+    pub cipher: KeyCipher,
+    /// The way to the engine's validation route (validation requests use its upstream client).
+    pub validation: crate::validation::Bridge,
 }
 
 impl App {
@@ -65,9 +70,18 @@ pub async fn run(config: Config) -> Result<(), String> {
         tracing::warn!("{warning}");
     }
     refuse_unbuilt_features(&config)?;
+    if !config.encryption_key.is_empty() {
+        for warning in
+            crate::encryption::strength_warnings("ENCRYPTION_KEY", &config.encryption_key)
+        {
+            tracing::warn!("{warning}");
+        }
+    }
+    let cipher = KeyCipher::new(&config.encryption_key);
     let store = Store::open(&config.database_dsn)
         .await
         .map_err(|e| e.to_string())?;
+    crate::encryption::warn_on_mismatch(&store, &cipher).await;
     seed_settings(&store, &config).await?;
     let settings = load_settings(&store)
         .await?
@@ -80,7 +94,7 @@ pub async fn run(config: Config) -> Result<(), String> {
         keys = keys.len(),
         "loaded groups and keys"
     );
-    let mut model = Model::new(settings.clone(), groups, sub_groups, keys);
+    let mut model = Model::new(settings.clone(), groups, sub_groups, keys, cipher.clone());
     for (host, port) in model.unresolved_hosts() {
         let addrs = resolve(&host, port).await;
         model.resolved.insert((host, port), addrs);
@@ -96,8 +110,9 @@ pub async fn run(config: Config) -> Result<(), String> {
         .await
         .map_err(|e| format!("control socket {}: {e}", socket.display()))?;
     let (events_tx, events_rx) = crossbeam_channel::bounded(EVENT_QUEUE);
+    let internal_secret = crate::validation::new_secret();
     let engine = engine::start(
-        engine_config(&config, socket.clone()),
+        engine_config(&config, socket.clone(), internal_secret.clone()),
         snapshot,
         EventSink::new(events_tx),
     )
@@ -107,6 +122,7 @@ pub async fn run(config: Config) -> Result<(), String> {
             "io_uring is unavailable here (kernel, seccomp or memlock limits); the engine runs on epoll"
         );
     }
+    let validation = crate::validation::Bridge::new(config.listen, internal_secret);
     let app = Arc::new(App {
         config,
         store: store.clone(),
@@ -115,6 +131,8 @@ pub async fn run(config: Config) -> Result<(), String> {
         started: Instant::now(),
         log_interval: Arc::new(AtomicU64::new(1)),
         tasks: Arc::new(crate::tasks::Tasks::default()),
+        cipher: cipher.clone(),
+        validation,
     });
     app.apply_settings(&settings);
     let (blacklisted_tx, blacklisted_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -124,9 +142,12 @@ pub async fn run(config: Config) -> Result<(), String> {
         tokio::runtime::Handle::current(),
         app.log_interval.clone(),
         blacklisted_tx,
+        cipher,
     );
     tokio::spawn(rebuild_rings(app.clone(), blacklisted_rx));
     tokio::spawn(refresh_dns(app.clone()));
+    tokio::spawn(crate::validation::recheck_loop(app.clone()));
+    tokio::spawn(crate::logs::retention::run(app.clone()));
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = poem::Server::new_with_acceptor(listener).run_with_graceful_shutdown(
@@ -137,6 +158,9 @@ pub async fn run(config: Config) -> Result<(), String> {
         Some(Duration::from_secs(2)),
     );
     let server = tokio::spawn(server);
+    // Installed before "listening" is logged: a SIGTERM sent the moment a supervisor (or a
+    // test) sees that line must reach our graceful shutdown, not the default handler.
+    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
     tracing::info!(
         "gpt-load listening on {} with {} shards ({}), database {}",
         app.config.listen,
@@ -144,7 +168,7 @@ pub async fn run(config: Config) -> Result<(), String> {
         app.engine.drivers.join(", "),
         store_kind(&app.config.database_dsn),
     );
-    wait_for_signal().await;
+    wait_for_signal(term).await;
     let engine_app = app.clone();
     let _ = tokio::task::spawn_blocking(move || engine_app.engine.stop_accepting()).await;
     tracing::info!("shutting down: no new connections; finishing requests in flight");
@@ -167,15 +191,8 @@ pub async fn run(config: Config) -> Result<(), String> {
 }
 
 /// Settings whose behaviour is not built yet: starting anyway would do the wrong thing with the
-/// user's data (send ciphertext upstream as keys, run a second master), so say so and stop.
+/// user's data (run a second master), so say so and stop.
 fn refuse_unbuilt_features(config: &Config) -> Result<(), String> {
-    if !config.encryption_key.is_empty() {
-        return Err(
-            "ENCRYPTION_KEY is set, but encryption at rest is not supported by this build yet; \
-            unset it (only for a database whose keys are stored in plain text)"
-                .into(),
-        );
-    }
     if config.is_slave {
         return Err("IS_SLAVE=true: cluster mode is not supported by this build yet".into());
     }
@@ -200,12 +217,17 @@ fn store_kind(dsn: &str) -> &'static str {
     }
 }
 
-fn engine_config(config: &Config, control_socket: std::path::PathBuf) -> EngineConfig {
+fn engine_config(
+    config: &Config,
+    control_socket: std::path::PathBuf,
+    internal_secret: String,
+) -> EngineConfig {
     EngineConfig {
         threads: config.engine_threads,
         listen: config.listen,
         limits: engine::http::Limits::default(),
         max_body: config.max_body_bytes,
+        max_admin_body: config.max_admin_body_bytes,
         read_timeout: config.read_timeout,
         write_timeout: config.write_timeout,
         idle_timeout: config.idle_timeout,
@@ -224,6 +246,7 @@ fn engine_config(config: &Config, control_socket: std::path::PathBuf) -> EngineC
                 credentials: config.allow_credentials,
             })
         }),
+        internal_secret,
     }
 }
 
@@ -313,8 +336,8 @@ async fn refresh_dns(app: Arc<App>) {
     }
 }
 
-async fn wait_for_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+async fn wait_for_signal(term: std::io::Result<tokio::signal::unix::Signal>) {
+    let mut term = match term {
         Ok(s) => s,
         Err(_) => {
             let _ = tokio::signal::ctrl_c().await;

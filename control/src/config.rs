@@ -5,6 +5,9 @@
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
+/// DATABASE_DSN when unset: v1's SQLite file.
+pub const DEFAULT_DATABASE_DSN: &str = "./data/gpt-load.db";
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub port: u16,
@@ -33,11 +36,16 @@ pub struct Config {
     pub engine_threads: usize,
     /// MAX_REQUEST_BODY_MB: largest proxied request body.
     pub max_body_bytes: u64,
+    /// MAX_ADMIN_BODY_MB: largest admin request body (key imports).
+    pub max_admin_body_bytes: u64,
     /// TRUSTED_PROXIES: whose X-Forwarded-For is believed (default loopback).
     pub trusted_proxies: Vec<engine::client_ip::Cidr>,
     /// HTTP_PROXY/HTTPS_PROXY/NO_PROXY (or lower case): the outbound proxy of groups without a
     /// `proxy_url` setting.
     pub env_proxy: Option<std::sync::Arc<engine::upstream::OutboundProxy>>,
+    /// KEY_VALIDATION_TICK_SECONDS: how often the re-check of invalid keys looks for groups
+    /// that are due (v1: every 5 minutes, and at start).
+    pub key_validation_tick: Duration,
 }
 
 /// Reads the environment through `get` (the process environment in production, a map in tests).
@@ -105,7 +113,7 @@ pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<Config, String> 
         is_slave: flag("IS_SLAVE", false)?,
         auth_key,
         encryption_key: text("ENCRYPTION_KEY", ""),
-        database_dsn: text("DATABASE_DSN", "./data/gpt-load.db"),
+        database_dsn: text("DATABASE_DSN", DEFAULT_DATABASE_DSN),
         redis_dsn: text("REDIS_DSN", ""),
         max_concurrent_requests: int("MAX_CONCURRENT_REQUESTS", 100, 1, 10_000_000)? as usize,
         enable_cors,
@@ -119,8 +127,10 @@ pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<Config, String> 
         log_file_path: text("LOG_FILE_PATH", "./data/logs/app.log"),
         engine_threads: int("ENGINE_THREADS", cores as u64, 1, 1024)? as usize,
         max_body_bytes: int("MAX_REQUEST_BODY_MB", 32, 1, 4096)? * 1024 * 1024,
+        max_admin_body_bytes: int("MAX_ADMIN_BODY_MB", 512, 1, 4096)? * 1024 * 1024,
         trusted_proxies: trusted_proxies(get("TRUSTED_PROXIES"))?,
         env_proxy: engine::upstream::OutboundProxy::from_env(&get)?.map(std::sync::Arc::new),
+        key_validation_tick: secs("KEY_VALIDATION_TICK_SECONDS", 300)?,
     })
 }
 

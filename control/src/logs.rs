@@ -1,6 +1,14 @@
 //! The log pipeline: drains attempt records and key-health changes from the shards, batches
 //! them and writes each batch in one transaction (request logs, per-key request counts, hourly
 //! stats, key states). Runs on its own thread so a slow disk never touches the request path.
+//!
+//! `request_log_write_interval_minutes = 0` is v1's "write in real time": a record is written
+//! as soon as the writer wakes for it, which is at once (it blocks on the queue), so a log row
+//! is in the database one SQLite transaction (milliseconds) after its attempt ends. Unlike v1
+//! it is not written before the client's response completes: the request path never waits for
+//! the disk. [`retention`] prunes old rows.
+
+pub mod retention;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,6 +20,8 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use engine::events::{AttemptLog, Event, KeyHealth};
 use store::{FlushBatch, KeyStateUpdate, LogRow, Store};
 use tokio::sync::mpsc::UnboundedSender;
+
+use crate::encryption::KeyCipher;
 
 /// A batch is written once it holds this many records, whatever the interval.
 const MAX_BATCH: usize = 2000;
@@ -27,13 +37,15 @@ pub struct LogWriter {
 
 impl LogWriter {
     /// `interval_minutes` is `request_log_write_interval_minutes`, re-read every tick; blacklisted
-    /// keys' group ids go to `blacklisted` so their rings get rebuilt.
+    /// keys' group ids go to `blacklisted` so their rings get rebuilt; `cipher` encrypts each
+    /// log's key as `api_keys` stores it.
     pub fn start(
         events: Receiver<Event>,
         store: Store,
         runtime: tokio::runtime::Handle,
         interval_minutes: Arc<AtomicU64>,
         blacklisted: UnboundedSender<i64>,
+        cipher: KeyCipher,
     ) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let writer = Writer {
@@ -42,6 +54,7 @@ impl LogWriter {
             runtime,
             interval_minutes,
             blacklisted,
+            cipher,
             stop: stop.clone(),
             logs: Vec::new(),
             key_states: HashMap::new(),
@@ -69,6 +82,7 @@ struct Writer {
     runtime: tokio::runtime::Handle,
     interval_minutes: Arc<AtomicU64>,
     blacklisted: UnboundedSender<i64>,
+    cipher: KeyCipher,
     stop: Arc<AtomicBool>,
     logs: Vec<LogRow>,
     /// Latest state per key: later changes of the same key supersede earlier ones.
@@ -109,7 +123,7 @@ impl Writer {
 
     fn take(&mut self, event: Event) {
         match event {
-            Event::Attempt(log) => self.logs.push(log_row(*log)),
+            Event::Attempt(log) => self.logs.push(log_row(*log, &self.cipher)),
             Event::Key(health) => self.key_health(health),
         }
     }
@@ -129,7 +143,8 @@ impl Writer {
         );
     }
 
-    /// Key states are written at once (they are few and matter); logs per the interval.
+    /// Key states are written at once (they are few and matter); logs per the interval, which
+    /// for 0 means on every wake-up.
     fn due(&self) -> bool {
         if !self.key_states.is_empty() || self.logs.len() >= MAX_BATCH {
             return true;
@@ -174,7 +189,7 @@ impl Writer {
     }
 }
 
-fn log_row(log: AttemptLog) -> LogRow {
+fn log_row(log: AttemptLog, cipher: &KeyCipher) -> LogRow {
     LogRow {
         id: uuid::Uuid::new_v4().to_string(),
         timestamp: log.timestamp,
@@ -185,7 +200,10 @@ fn log_row(log: AttemptLog) -> LogRow {
             .parent_group_name
             .map(|n| n.to_string())
             .unwrap_or_default(),
-        key_value: log.key_value.map(|k| k.to_string()).unwrap_or_default(),
+        key_value: log
+            .key_value
+            .map(|k| stored_key_value(&k, cipher))
+            .unwrap_or_default(),
         key_hash: log.key_hash.map(|h| h.to_string()).unwrap_or_default(),
         model: log.model,
         is_success: log.is_success,
@@ -201,4 +219,13 @@ fn log_row(log: AttemptLog) -> LogRow {
         request_body: log.request_body,
         request_id: log.request_id,
     }
+}
+
+/// `request_logs.key_value`: the key encrypted as `api_keys` stores it (v1). Should the random
+/// source ever fail, the column stays empty rather than hold the key in clear.
+fn stored_key_value(key: &str, cipher: &KeyCipher) -> String {
+    cipher.encrypt(key).unwrap_or_else(|e| {
+        tracing::error!(error = %e, "cannot encrypt the key of a request log; storing none");
+        String::new()
+    })
 }

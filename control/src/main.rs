@@ -4,12 +4,15 @@
 mod api;
 mod app;
 mod config;
+mod encryption;
+mod i18n;
 mod logs;
 mod settings;
 mod state;
 mod tasks;
+mod validation;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -17,11 +20,22 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// AI API gateway with key pools, compatible with GPT-Load v1.
 #[derive(Parser)]
 #[command(name = "gpt-load", version, about)]
-struct Cli {}
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    MigrateKeys(encryption::migrate::MigrateKeysArgs),
+}
 
 fn main() {
-    let _cli = Cli::parse();
+    let cli = Cli::parse();
     let _ = dotenvy::dotenv();
+    if let Some(Command::MigrateKeys(args)) = cli.command {
+        std::process::exit(encryption::migrate::main(args));
+    }
     let config = match config::from_env(|name| std::env::var(name).ok()) {
         Ok(c) => c,
         Err(e) => {

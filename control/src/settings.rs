@@ -78,11 +78,12 @@ const fn def(
 
 use Category::{Basic, Keys, Request};
 
-/// GPT-Load v1's settings, its defaults and minimums, in the console's order.
+/// GPT-Load v1's settings, its defaults and minimums, in the console's order. `name` is v1's
+/// en-US label; `description` is ours, in English. Both in zh-CN and ja-JP are in `i18n`.
 pub const SETTINGS: &[SettingDef] = &[
     def(
         "app_url",
-        "Project URL",
+        "Application URL",
         "Base URL used to show each group's endpoint.",
         Basic,
         Kind::Text { required: true },
@@ -118,7 +119,7 @@ pub const SETTINGS: &[SettingDef] = &[
     ),
     def(
         "enable_request_body_logging",
-        "Log Request Bodies",
+        "Enable Request Body Logging",
         "Store the request body (up to 65,000 characters) and user agent with each log.",
         Basic,
         Kind::Bool,
@@ -181,7 +182,7 @@ pub const SETTINGS: &[SettingDef] = &[
     ),
     def(
         "max_idle_conns_per_host",
-        "Max Idle Connections per Host",
+        "Max Idle Connections Per Host",
         "Idle upstream connections kept per upstream host.",
         Request,
         Kind::Int { min: 1 },
@@ -190,7 +191,7 @@ pub const SETTINGS: &[SettingDef] = &[
     ),
     def(
         "proxy_url",
-        "Proxy URL",
+        "Proxy Server URL",
         "Outbound HTTP/HTTPS/SOCKS5 proxy for upstream requests; empty uses HTTP_PROXY/HTTPS_PROXY.",
         Request,
         Kind::Text { required: false },

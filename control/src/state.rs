@@ -15,6 +15,7 @@ use engine::{Group, Snapshot};
 use serde::Deserialize;
 use store::{GroupRow, KeyRow, SubGroupRow};
 
+use crate::encryption::KeyCipher;
 use crate::settings::SystemSettings;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -36,6 +37,8 @@ pub struct Model {
     built: HashMap<i64, Arc<Group>>,
     /// Resolved upstream addresses by (host, port), refreshed by the resolver task.
     pub resolved: HashMap<(String, u16), Vec<SocketAddr>>,
+    /// Decrypts stored key values into the keys the slots send upstream.
+    cipher: KeyCipher,
 }
 
 impl Model {
@@ -44,6 +47,7 @@ impl Model {
         groups: Vec<GroupRow>,
         sub_groups: Vec<SubGroupRow>,
         keys: Vec<KeyRow>,
+        cipher: KeyCipher,
     ) -> Self {
         let mut model = Self {
             version: 0,
@@ -53,6 +57,7 @@ impl Model {
             keys: HashMap::new(),
             built: HashMap::new(),
             resolved: HashMap::new(),
+            cipher,
         };
         for key in keys {
             model.add_key(&key);
@@ -60,11 +65,12 @@ impl Model {
         model
     }
 
+    /// Adds a stored key (`key_value` as stored: ciphertext when ENCRYPTION_KEY is set).
     pub fn add_key(&mut self, key: &KeyRow) {
         let slot = KeySlot::new(
             key.id,
             key.group_id,
-            &key.key_value,
+            &self.cipher.decrypt_or_raw(&key.key_value),
             &key.key_hash,
             KeyStatus::parse(&key.status),
             key.failure_count.max(0) as u64,
@@ -237,6 +243,8 @@ fn build_group(
         model_redirect: model_redirect(row),
         header_rules: engine::header_rules::parse(&row.header_rules),
         aggregate: None,
+        test_model: row.test_model.as_str().into(),
+        validation_endpoint: row.validation_endpoint.trim().into(),
     }
 }
 

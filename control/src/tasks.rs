@@ -12,6 +12,8 @@ use serde_json::{Value, json};
 /// How long a finished task's record is still reported (v1: the record's TTL).
 const RECORD_TTL: Duration = Duration::from_secs(60 * 60);
 
+// The variants spell v1's task types (KEY_VALIDATION, KEY_IMPORT, KEY_DELETE).
+#[allow(clippy::enum_variant_names)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TaskKind {
     KeyValidation,
@@ -52,6 +54,12 @@ pub struct Tasks {
 #[derive(Debug)]
 pub struct TaskBusy {
     pub running: &'static str,
+}
+
+impl std::fmt::Display for TaskBusy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "a {} task is already running", self.running)
+    }
 }
 
 /// The running task's handle: report progress, then finish or fail. Dropping it without
@@ -131,12 +139,6 @@ impl Tasks {
 }
 
 impl TaskHandle {
-    pub fn set_total(&self, total: u64) {
-        if let Some(t) = lock(&self.tasks.current).as_mut() {
-            t.total = total;
-        }
-    }
-
     pub fn progress(&self, processed: u64) {
         if let Some(t) = lock(&self.tasks.current).as_mut() {
             t.processed = processed;

@@ -1112,10 +1112,8 @@ async fn s5_2_settings_list_three_categories_with_v1_defaults() {
         .iter()
         .map(|c| c["category_name"].as_str().expect("category_name"))
         .collect();
-    assert_eq!(
-        categories,
-        ["Basic", "Request Settings", "Key Configuration"]
-    );
+    // No Accept-Language: zh-CN, as v1 (tests/groups_api.rs covers the three languages).
+    assert_eq!(categories, ["基础参数", "请求设置", "密钥配置"]);
     let in_category = |key: &str| -> &str {
         data.as_array()
             .unwrap()
@@ -1130,10 +1128,10 @@ async fn s5_2_settings_list_three_categories_with_v1_defaults() {
             .and_then(|c| c["category_name"].as_str())
             .unwrap_or("none")
     };
-    assert_eq!(in_category("app_url"), "Basic");
-    assert_eq!(in_category("proxy_keys"), "Basic");
-    assert_eq!(in_category("request_timeout"), "Request Settings");
-    assert_eq!(in_category("max_retries"), "Key Configuration");
+    assert_eq!(in_category("app_url"), "基础参数");
+    assert_eq!(in_category("proxy_keys"), "基础参数");
+    assert_eq!(in_category("request_timeout"), "请求设置");
+    assert_eq!(in_category("max_retries"), "密钥配置");
 
     let all = settings(&server).await;
     let expected: BTreeMap<&str, (&str, Value)> = [

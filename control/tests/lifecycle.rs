@@ -413,7 +413,8 @@ const V1_ACTIVE: [&str; 2] = ["sk-v1-active-one-Aa11", "sk-v1-active-two-Bb22"];
 const V1_INVALID: &str = "sk-v1-invalid-three-Cc33";
 
 /// Builds `dir/data/gpt-load.db` the way v1 leaves it: one group on `upstream`, two active keys
-/// and one invalid, the settings rows, one old request log.
+/// and one invalid, the settings rows (retention off, so the start-up pass keeps it), one old
+/// request log.
 fn write_v1_database(dir: &Path, upstream: &str) {
     std::fs::create_dir_all(dir.join("data")).unwrap();
     let db = rusqlite::Connection::open(dir.join("data/gpt-load.db")).unwrap();
@@ -429,7 +430,8 @@ fn write_v1_database(dir: &Path, upstream: &str) {
         "INSERT INTO `system_settings` (`setting_key`,`setting_value`,`description`,`created_at`,`updated_at`) VALUES
           ('app_url','http://gpt.example.com','config.app_url_desc','{t}','{t}'),
           ('proxy_keys','{V1_GLOBAL_PROXY_KEY}','config.proxy_keys_desc','{t}','{t}'),
-          ('max_retries','2',NULL,'{t}','{t}');
+          ('max_retries','2',NULL,'{t}','{t}'),
+          ('request_log_retention_days','0',NULL,'{t}','{t}');
          INSERT INTO `groups` (`id`,`name`,`display_name`,`proxy_keys`,`description`,`group_type`,`upstreams`,`validation_endpoint`,`channel_type`,`sort`,`test_model`,`param_overrides`,`config`,`header_rules`,`model_redirect_rules`,`model_redirect_strict`,`last_validated_at`,`created_at`,`updated_at`) VALUES
           (7,'legacy','Legacy Pool','gk-legacy','from v1','standard','[{{\"url\":\"{upstream}\",\"weight\":1}}]','','openai',0,'gpt-4.1-nano',NULL,'{{}}','[]',NULL,0,NULL,'{t}','{t}');
          INSERT INTO `api_keys` (`id`,`key_value`,`key_hash`,`group_id`,`status`,`notes`,`request_count`,`failure_count`,`last_used_at`,`created_at`,`updated_at`) VALUES
@@ -537,9 +539,12 @@ async fn s1_6b_a_v1_database_opens_and_serves() {
         401,
         "AUTH_KEY is not a proxy key here: v1's setting wins"
     );
+    // The start-up re-check validates the invalid key too (with the test model): count only
+    // what the proxy sent.
     let used: Vec<String> = mock
         .requests()
         .iter()
+        .filter(|r| r.json()["model"] == "gpt-4o-mini")
         .map(|r| r.upstream_key().unwrap_or_default())
         .collect();
     assert_eq!(used.len(), 4);

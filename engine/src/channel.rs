@@ -65,6 +65,56 @@ impl Channel {
         }
     }
 
+    /// Where a validation request goes, path and query, after the upstream's base path (v1
+    /// §2.6): the group's `validation_endpoint` when set (its query kept), else the channel's
+    /// default. Gemini ignores the endpoint: it always asks `models/{test_model}:generateContent`.
+    pub fn validation_target(self, endpoint: &str, test_model: &str) -> (String, String) {
+        if self == Channel::Gemini {
+            let model = crate::forward::encode_query_value(test_model);
+            return (
+                format!("/v1beta/models/{model}:generateContent"),
+                String::new(),
+            );
+        }
+        // v1 parses the endpoint as a URL and keeps only its path and query.
+        let endpoint = endpoint.trim();
+        let endpoint = ["https://", "http://"]
+            .iter()
+            .find_map(|s| endpoint.strip_prefix(s))
+            .map_or(endpoint, |rest| rest.find('/').map_or("", |i| &rest[i..]));
+        if endpoint.is_empty() {
+            let path = match self {
+                Channel::OpenAiResponse => "/v1/responses",
+                Channel::Anthropic => "/v1/messages",
+                _ => "/v1/chat/completions",
+            };
+            return (path.to_string(), String::new());
+        }
+        let (path, query) = endpoint.split_once('?').unwrap_or((endpoint, ""));
+        let path = if path.starts_with('/') {
+            path.to_string()
+        } else {
+            format!("/{path}")
+        };
+        (path, query.to_string())
+    }
+
+    /// The smallest generation request that proves a key works: one "hi" (v1 §2.6). Keys are
+    /// in Go's order (sorted), as v1 marshals them.
+    pub fn validation_body(self, test_model: &str) -> serde_json::Value {
+        let hi = serde_json::json!([{"role": "user", "content": "hi"}]);
+        match self {
+            Channel::OpenAi => serde_json::json!({"model": test_model, "messages": hi}),
+            Channel::OpenAiResponse => serde_json::json!({"model": test_model, "input": "hi"}),
+            Channel::Anthropic => {
+                serde_json::json!({"model": test_model, "max_tokens": 100, "messages": hi})
+            }
+            Channel::Gemini => {
+                serde_json::json!({"contents": [{"role": "user", "parts": [{"text": "hi"}]}]})
+            }
+        }
+    }
+
     /// v1's stream detection: `Accept: text/event-stream`, `stream=true` in the query, or
     /// `"stream": true` in the JSON body; Gemini also by its `:streamGenerateContent` method.
     pub fn is_stream(
@@ -148,6 +198,36 @@ mod tests {
             None,
             Some(&json!({"stream": false}))
         ));
+    }
+
+    #[test]
+    fn validation_targets_per_channel() {
+        let t = |c: Channel, e: &str| c.validation_target(e, "m-1");
+        let pair = |p: &str, q: &str| (p.to_string(), q.to_string());
+        assert_eq!(t(Channel::OpenAi, ""), pair("/v1/chat/completions", ""));
+        assert_eq!(t(Channel::OpenAiResponse, " "), pair("/v1/responses", ""));
+        assert_eq!(t(Channel::Anthropic, ""), pair("/v1/messages", ""));
+        assert_eq!(
+            t(Channel::OpenAi, "/v2/chat?api-version=1"),
+            pair("/v2/chat", "api-version=1")
+        );
+        assert_eq!(t(Channel::OpenAi, "v1/x"), pair("/v1/x", ""));
+        assert_eq!(
+            t(Channel::OpenAi, "https://h.example/p?q=1"),
+            pair("/p", "q=1")
+        );
+        assert_eq!(
+            t(Channel::Gemini, "/ignored"),
+            pair("/v1beta/models/m-1:generateContent", "")
+        );
+        let body = Channel::Anthropic.validation_body("claude");
+        assert_eq!(body["max_tokens"], 100);
+        assert_eq!(body["messages"][0]["content"], "hi");
+        assert_eq!(Channel::OpenAiResponse.validation_body("x")["input"], "hi");
+        assert_eq!(
+            Channel::Gemini.validation_body("g")["contents"][0]["parts"][0]["text"],
+            "hi"
+        );
     }
 
     #[test]

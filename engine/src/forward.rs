@@ -608,7 +608,11 @@ fn build_upstream_request(
     out
 }
 
-fn upstream_query<'q>(query: &'q str, placement: KeyPlacement, key: &str) -> Cow<'q, str> {
+pub(crate) fn upstream_query<'q>(
+    query: &'q str,
+    placement: KeyPlacement,
+    key: &str,
+) -> Cow<'q, str> {
     if placement != KeyPlacement::QueryKey {
         return Cow::Borrowed(query);
     }
@@ -620,7 +624,7 @@ fn upstream_query<'q>(query: &'q str, placement: KeyPlacement, key: &str) -> Cow
     }
 }
 
-fn encode_query_value(value: &str) -> Cow<'_, str> {
+pub(crate) fn encode_query_value(value: &str) -> Cow<'_, str> {
     let safe = |b: u8| b.is_ascii_alphanumeric() || b"-._~".contains(&b);
     if value.bytes().all(safe) {
         return Cow::Borrowed(value);
@@ -696,8 +700,7 @@ fn copy_request_headers(
 /// Counts a failure against the key (unless the error is one v1 does not count) and tells the
 /// control plane when its health changed.
 fn penalize(shard: &Shard, request: &ProxyRequest<'_>, key: &KeySlot, message: &str) {
-    let lower = message.to_ascii_lowercase();
-    if UNCOUNTED_ERRORS.iter().any(|e| lower.contains(e)) {
+    if is_uncounted_error(message) {
         return;
     }
     let outcome = key.record_failure(request.group.settings.blacklist_threshold);
@@ -708,6 +711,13 @@ fn penalize(shard: &Shard, request: &ProxyRequest<'_>, key: &KeySlot, message: &
         blacklisted: outcome.blacklisted,
         active: key.is_active(),
     }));
+}
+
+/// Whether a failure with this message is one v1 does not count against the key (#159); the
+/// same rule applies to failed validations.
+pub fn is_uncounted_error(message: &str) -> bool {
+    let lower = message.to_ascii_lowercase();
+    UNCOUNTED_ERRORS.iter().any(|e| lower.contains(e))
 }
 
 /// After the last failed attempt: the upstream's JSON body verbatim with its status, otherwise
@@ -840,7 +850,7 @@ fn decode(head: &ResponseHead, body: &[u8], limit: usize) -> Result<Vec<u8>, Str
 
 /// Error bodies are read for their message; a compressed one is decoded first (v1 does), and
 /// kept as it came when it cannot be.
-fn decode_for_message(head: &ResponseHead, body: Vec<u8>) -> Vec<u8> {
+pub(crate) fn decode_for_message(head: &ResponseHead, body: Vec<u8>) -> Vec<u8> {
     decode(head, &body, ERROR_BODY_LIMIT * 16).unwrap_or(body)
 }
 

@@ -60,6 +60,21 @@ pub fn expand(template: &str, ctx: &RuleContext<'_>) -> String {
     out
 }
 
+/// Writes the `set` rules to a request head with their variables expanded; `remove` rules act
+/// by the caller leaving ruled headers out. Rules on the framing headers are skipped: the
+/// request's own `Host` and length must stand.
+pub fn write_set_rules(out: &mut Vec<u8>, rules: &[HeaderRule], ctx: &RuleContext<'_>) {
+    const FRAMING: [&str; 3] = ["host", "content-length", "transfer-encoding"];
+    for rule in rules {
+        if FRAMING.iter().any(|f| rule.targets(f)) {
+            continue;
+        }
+        if let Some(template) = &rule.value {
+            crate::http::write_header(out, &rule.name, expand(template, ctx).as_bytes());
+        }
+    }
+}
+
 /// Parses the group's `header_rules` JSON (`[{key, value, action}]`); bad entries are skipped
 /// (the admin API validates on save, a v1 database may hold anything).
 pub fn parse(json: &str) -> Box<[HeaderRule]> {

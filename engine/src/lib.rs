@@ -22,6 +22,7 @@ pub mod route;
 pub mod server;
 pub mod snapshot;
 pub mod upstream;
+pub mod validation;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -37,8 +38,11 @@ pub struct EngineConfig {
     pub threads: usize,
     pub listen: SocketAddr,
     pub limits: http::Limits,
-    /// Largest request body accepted (413 beyond).
+    /// Largest proxied (`/proxy/…`) request body accepted (413 beyond).
     pub max_body: u64,
+    /// Largest body of a request relayed to the control plane: a key file upload of a million
+    /// keys is ~50 MB, more than a proxied request needs (413 beyond).
+    pub max_admin_body: u64,
     /// SERVER_READ_TIMEOUT: the whole request, head and body.
     pub read_timeout: Duration,
     /// SERVER_WRITE_TIMEOUT: caps the time to produce a whole response, streams included.
@@ -61,4 +65,7 @@ pub struct EngineConfig {
     pub trusted_proxies: Vec<client_ip::Cidr>,
     /// CORS, when ENABLE_CORS is on.
     pub cors: Option<std::sync::Arc<cors::CorsConfig>>,
+    /// A per-process random secret that opens the control plane's internal routes on the
+    /// public listener (key validation, `validation::VALIDATE_PATH`); empty closes them.
+    pub internal_secret: String,
 }

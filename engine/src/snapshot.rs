@@ -48,6 +48,11 @@ pub struct Group {
     pub header_rules: Box<[HeaderRule]>,
     /// For an aggregate group: its members (standard groups of the same channel).
     pub aggregate: Option<Aggregate>,
+    /// The model key validation asks for (v1 §2.6).
+    pub test_model: Box<str>,
+    /// The group's `validation_endpoint` (a path, maybe with a query); empty means the
+    /// channel's default. Gemini ignores it.
+    pub validation_endpoint: Box<str>,
 }
 
 impl Group {

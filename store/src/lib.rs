@@ -30,6 +30,7 @@ pub use error::{StoreError, StoreResult};
 pub use model::{
     FlushBatch, GroupRow, KeyQuery, KeyRow, KeyStateUpdate, LogRow, NewKey, SettingRow, SubGroupRow,
 };
+pub use model::{HourlyStat, LogFilter, LogKey};
 
 use dsn::Dsn;
 
@@ -141,6 +142,22 @@ impl Store {
         dispatch!(self, db => db.delete_group(id))
     }
 
+    /// Sets the `sort` of each `(group id, sort)` pair in one transaction, all or nothing.
+    /// `false` (nothing changed) when any id names no group.
+    pub async fn reorder_groups(&self, items: Vec<(i64, i64)>) -> StoreResult<bool> {
+        dispatch!(self, db => db.reorder_groups(items))
+    }
+
+    /// Records when the group's keys were last re-checked (the periodic validation, §2.15);
+    /// `false` when there is no such group. Leaves `updated_at` alone: it is not an edit.
+    pub async fn set_group_last_validated(
+        &self,
+        id: i64,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> StoreResult<bool> {
+        dispatch!(self, db => db.set_group_last_validated(id, at))
+    }
+
     /// Every aggregate membership.
     pub async fn list_sub_groups(&self) -> StoreResult<Vec<SubGroupRow>> {
         dispatch!(self, db => db.list_sub_groups())
@@ -179,8 +196,9 @@ impl Store {
     }
 
     /// Inserts active keys into a group, 500 per transaction, and returns them with their ids,
-    /// in input order. Does not deduplicate: the caller filters with
-    /// [`Store::key_hashes_of_group`]. On error, earlier chunks stay inserted.
+    /// in input order; each key's strings move into its row, none is copied. Does not
+    /// deduplicate: the caller filters with [`Store::key_hashes_of_group`]. On error, earlier
+    /// chunks stay inserted.
     pub async fn insert_keys(&self, group_id: i64, keys: Vec<NewKey>) -> StoreResult<Vec<KeyRow>> {
         dispatch!(self, db => db.insert_keys(group_id, keys))
     }
@@ -194,6 +212,58 @@ impl Store {
         dispatch!(self, db => db.delete_keys_by_hash(group_id, hashes))
     }
 
+    /// Up to `limit` keys of a group with ids above `after_id` (and this status, if given), in
+    /// id order. Walks a group of any size in batches: pass the last id seen as `after_id`.
+    pub async fn keys_of_group_after(
+        &self,
+        group_id: i64,
+        status: Option<String>,
+        after_id: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<KeyRow>> {
+        dispatch!(self, db => db.keys_of_group_after(group_id, status, after_id, limit))
+    }
+
+    /// Sets status and failure count of the group's keys with these ids (e.g. a restore),
+    /// 500 per transaction; returns how many rows changed.
+    pub async fn set_key_states(
+        &self,
+        group_id: i64,
+        ids: Vec<i64>,
+        status: &str,
+        failure_count: i64,
+    ) -> StoreResult<usize> {
+        let status = status.to_owned();
+        dispatch!(self, db => db.set_key_states(group_id, ids, status, failure_count))
+    }
+
+    /// Applies each key's own failure count and status in one transaction (validation
+    /// results); the same statement a log flush uses for the data plane's key states.
+    pub async fn update_key_states(&self, states: Vec<KeyStateUpdate>) -> StoreResult<()> {
+        self.write_batch(FlushBatch {
+            logs: Vec::new(),
+            key_states: states,
+        })
+        .await
+    }
+
+    /// Deletes the group's keys with these ids, 500 per transaction; returns the ids deleted.
+    pub async fn delete_keys_by_id(&self, group_id: i64, ids: Vec<i64>) -> StoreResult<Vec<i64>> {
+        dispatch!(self, db => db.delete_keys_by_id(group_id, ids))
+    }
+
+    /// Deletes every key of the group, 500 per transaction (the writer is free in between);
+    /// returns the ids deleted.
+    pub async fn delete_keys_of_group(&self, group_id: i64) -> StoreResult<Vec<i64>> {
+        dispatch!(self, db => db.delete_keys_of_group(group_id))
+    }
+
+    /// Sets a key's notes; false when there is no key with this id.
+    pub async fn update_key_notes(&self, id: i64, notes: &str) -> StoreResult<bool> {
+        let notes = notes.to_owned();
+        dispatch!(self, db => db.update_key_notes(id, notes))
+    }
+
     /// One page of keys matching `q`, most recently used first (never-used last, then id
     /// descending), and how many keys match in all.
     pub async fn list_keys(&self, q: KeyQuery) -> StoreResult<(Vec<KeyRow>, i64)> {
@@ -205,6 +275,31 @@ impl Store {
         dispatch!(self, db => db.count_keys(group_id))
     }
 
+    /// Up to `limit` keys of every group with ids above `after_id`, in id order: walks the
+    /// whole table in batches from `i64::MIN` (`migrate-keys`, the encryption check's sample).
+    pub async fn all_keys_after(&self, after_id: i64, limit: usize) -> StoreResult<Vec<KeyRow>> {
+        dispatch!(self, db => db.all_keys_after(after_id, limit))
+    }
+
+    /// Replaces every key's value and hash in one write transaction, all or nothing
+    /// (`migrate-keys`). Walks the table in id batches of `batch`, sets each row to what
+    /// `rewrite` returns for it, then reads every row back through `verify`; `updated_at` is
+    /// left as it was, as v1's migration leaves it. An `Err` from either closure rolls the whole
+    /// transaction back and comes back as [`StoreError::Db`] naming the key id. Returns how many
+    /// rows were rewritten.
+    pub async fn rewrite_all_keys<R, V>(
+        &self,
+        batch: usize,
+        rewrite: R,
+        verify: V,
+    ) -> StoreResult<u64>
+    where
+        R: FnMut(&KeyRow) -> Result<NewKey, String> + Send + 'static,
+        V: FnMut(&KeyRow) -> Result<(), String> + Send + 'static,
+    {
+        dispatch!(self, db => db.rewrite_all_keys(batch, rewrite, verify))
+    }
+
     // ---- request logs -------------------------------------------------------------------
 
     /// Writes one log flush in one transaction (spec §2.14): inserts the log rows; for
@@ -214,6 +309,60 @@ impl Store {
     /// Log rows whose id is already stored are skipped and not counted again.
     pub async fn write_batch(&self, batch: FlushBatch) -> StoreResult<()> {
         dispatch!(self, db => db.write_batch(batch))
+    }
+
+    // ---- log search, statistics, retention ----------------------------------------------
+
+    /// One page of the logs matching `filter`, newest first, and how many match in all.
+    /// `page` is 1-based; `page_size` below 1 reads as 1.
+    pub async fn list_logs(
+        &self,
+        filter: LogFilter,
+        page: i64,
+        page_size: i64,
+    ) -> StoreResult<(Vec<LogRow>, i64)> {
+        dispatch!(self, db => db.list_logs(filter, page, page_size))
+    }
+
+    /// Up to `limit` distinct keys (by hash) of the logs matching `filter`, hashes above
+    /// `after_hash` in hash order, each with its latest matching log. Rows without a key are
+    /// left out. Walks any number of keys in chunks: pass the last hash seen, `""` first.
+    pub async fn latest_log_keys(
+        &self,
+        filter: LogFilter,
+        after_hash: String,
+        limit: usize,
+    ) -> StoreResult<Vec<LogKey>> {
+        dispatch!(self, db => db.latest_log_keys(filter, after_hash, limit))
+    }
+
+    /// How many `final` log rows have `from <= timestamp` (and `< to`, if given).
+    pub async fn count_final_logs(
+        &self,
+        from: chrono::DateTime<chrono::Utc>,
+        to: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> StoreResult<i64> {
+        dispatch!(self, db => db.count_final_logs(from, to))
+    }
+
+    /// The `group_hourly_stats` rows with `from <= time < to`, of one group or of every group,
+    /// in time order.
+    pub async fn hourly_stats(
+        &self,
+        group_id: Option<i64>,
+        from: chrono::DateTime<chrono::Utc>,
+        to: chrono::DateTime<chrono::Utc>,
+    ) -> StoreResult<Vec<HourlyStat>> {
+        dispatch!(self, db => db.hourly_stats(group_id, from, to))
+    }
+
+    /// Deletes the request logs older than `cutoff` in small chunks, so the database is never
+    /// held for long; returns how many were deleted. Hourly stats stay (spec §2.14).
+    pub async fn delete_logs_before(
+        &self,
+        cutoff: chrono::DateTime<chrono::Utc>,
+    ) -> StoreResult<u64> {
+        dispatch!(self, db => db.delete_logs_before(cutoff))
     }
 }
 

@@ -139,3 +139,48 @@ pub struct FlushBatch {
     pub logs: Vec<LogRow>,
     pub key_states: Vec<KeyStateUpdate>,
 }
+
+/// The console's log search (spec §3.3): every filter that is `Some` must match.
+#[derive(Debug, Clone, Default)]
+pub struct LogFilter {
+    /// Substring of `parent_group_name` (case-insensitive for ASCII, as SQLite's LIKE).
+    pub parent_group_name: Option<String>,
+    /// Substring of `group_name`.
+    pub group_name: Option<String>,
+    /// Exactly this `key_hash` (the console searches a key by its value; the caller hashes).
+    pub key_hash: Option<String>,
+    /// Substring of `model`.
+    pub model: Option<String>,
+    pub is_success: Option<bool>,
+    /// `retry` or `final`.
+    pub request_type: Option<String>,
+    pub status_code: Option<i64>,
+    /// Exactly this client address.
+    pub source_ip: Option<String>,
+    /// Substring of `error_message`.
+    pub error_contains: Option<String>,
+    /// Logs at or after this time.
+    pub start: Option<DateTime<Utc>>,
+    /// Logs at or before this time.
+    pub end: Option<DateTime<Utc>>,
+}
+
+/// A key that produced matching logs, with its latest matching log's group and status (the
+/// log export: "which keys got 429").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogKey {
+    pub key_hash: String,
+    /// As stored: plain text, or ciphertext when ENCRYPTION_KEY is set.
+    pub key_value: String,
+    pub group_name: String,
+    pub status_code: i64,
+}
+
+/// One `group_hourly_stats` row: final attempts of one group in the hour starting at `time`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HourlyStat {
+    pub time: DateTime<Utc>,
+    pub group_id: i64,
+    pub success_count: i64,
+    pub failure_count: i64,
+}

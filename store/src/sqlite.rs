@@ -14,6 +14,8 @@ mod datetime;
 mod groups;
 mod keys;
 mod logs;
+mod queries;
+mod retention;
 mod schema;
 mod settings;
 

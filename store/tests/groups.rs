@@ -209,6 +209,37 @@ async fn list_groups_orders_by_sort_then_newest() {
 }
 
 #[tokio::test]
+async fn reorder_is_all_or_nothing() {
+    let db = fresh().await;
+    let mut ids = Vec::new();
+    for name in ["a", "b", "c"] {
+        ids.push(db.store.insert_group(group(name)).await.expect("insert").id);
+    }
+    let names = |groups: Vec<store::GroupRow>| -> Vec<(String, i64)> {
+        groups.into_iter().map(|g| (g.name, g.sort)).collect()
+    };
+    let moved = vec![(ids[0], 30), (ids[2], 10)];
+    assert!(db.store.reorder_groups(moved).await.expect("reorder"));
+    let after = names(db.store.list_groups().await.expect("list"));
+    assert_eq!(
+        after,
+        [
+            ("b".to_owned(), 0),
+            ("c".to_owned(), 10),
+            ("a".to_owned(), 30)
+        ]
+    );
+
+    let unknown = vec![(ids[1], 99), (9999, 1)];
+    assert!(!db.store.reorder_groups(unknown).await.expect("reorder"));
+    let unchanged = names(db.store.list_groups().await.expect("list"));
+    assert_eq!(
+        unchanged, after,
+        "the known id's update was rolled back too"
+    );
+}
+
+#[tokio::test]
 async fn delete_group_cascades_to_keys_and_links() {
     let db = fresh().await;
     let doomed = db
@@ -263,4 +294,36 @@ async fn delete_group_cascades_to_keys_and_links() {
         .map(|l| (l.group_id, l.sub_group_id))
         .collect();
     assert_eq!(links, [(agg.id, kept.id)]);
+}
+
+#[tokio::test]
+async fn last_validated_at_is_stamped_without_touching_updated_at() {
+    let db = fresh().await;
+    let stored = db
+        .store
+        .insert_group(group("checked"))
+        .await
+        .expect("insert");
+    assert!(stored.last_validated_at.is_none());
+    let at = common::utc("2026-01-02T03:04:05Z");
+    assert!(
+        db.store
+            .set_group_last_validated(stored.id, at)
+            .await
+            .expect("stamp")
+    );
+    let read = db
+        .store
+        .get_group(stored.id)
+        .await
+        .expect("get")
+        .expect("row");
+    assert_eq!(read.last_validated_at, Some(at));
+    assert_eq!(read.updated_at, stored.updated_at, "not an edit");
+    assert!(
+        !db.store
+            .set_group_last_validated(stored.id + 100, at)
+            .await
+            .expect("no such group")
+    );
 }

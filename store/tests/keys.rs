@@ -293,3 +293,32 @@ async fn a_legacy_unique_index_reports_duplicates() {
     );
     assert_eq!(db.store.count_keys(g.id).await.expect("count"), 1);
 }
+
+#[tokio::test]
+async fn update_key_states_sets_each_keys_own_state() {
+    let db = fresh().await;
+    let g = db.store.insert_group(group("v")).await.expect("group");
+    let keys = db
+        .store
+        .insert_keys(g.id, new_keys("v", 3))
+        .await
+        .expect("insert");
+    let state = |key: &store::KeyRow, failures: i64, status: &str| store::KeyStateUpdate {
+        key_id: key.id,
+        failure_count: failures,
+        status: status.to_owned(),
+    };
+    db.store
+        .update_key_states(vec![
+            state(&keys[0], 2, "active"),
+            state(&keys[1], 3, "invalid"),
+        ])
+        .await
+        .expect("update");
+    let stored = db.store.keys_of_group(g.id).await.expect("read back");
+    let states: Vec<(i64, &str)> = stored
+        .iter()
+        .map(|k| (k.failure_count, k.status.as_str()))
+        .collect();
+    assert_eq!(states, [(2, "active"), (3, "invalid"), (0, "active")]);
+}

@@ -1,4 +1,5 @@
-//! Groups: create, list, update (partial), delete (spec §3.3), with v1's validation (§1.2).
+//! Groups: create, list, update (partial), delete, reorder (spec §3.3), with v1's validation
+//! (§1.2).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -9,8 +10,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use store::GroupRow;
 
-use super::{ApiError, ApiResult, ok, parse_id, parse_json};
+use super::{ApiError, ApiResult, ok, ok_message, parse_id, parse_json};
 use crate::app::App;
+use crate::i18n::{self, Lang};
 use crate::settings::validate_group_config;
 use crate::state::{UpstreamSpec, parse_object, parse_upstreams};
 
@@ -110,7 +112,7 @@ async fn check_membership_frozen(app: &App, before: &GroupRow, after: &GroupRow)
 }
 
 /// Puts a stored group into the model, publishes, and returns it as v1's GroupResponse.
-async fn publish_group(app: &App, row: GroupRow) -> Value {
+pub(super) async fn publish_group(app: &App, row: GroupRow) -> Value {
     let mut model = app.model.lock().await;
     let app_url = model.settings.get("app_url").to_string();
     let json = group_json(&row, &app_url);
@@ -133,6 +135,79 @@ pub async fn delete(
     model.remove_group(id);
     app.publish(&mut model).await;
     Ok(ok(req, Value::Null))
+}
+
+#[derive(Deserialize)]
+struct ReorderInput {
+    #[serde(default)]
+    items: Vec<ReorderItem>,
+}
+
+#[derive(Deserialize)]
+struct ReorderItem {
+    #[serde(default)]
+    id: i64,
+    #[serde(default)]
+    sort: i64,
+}
+
+/// The console's drag-and-drop save: `{items:[{id, sort}]}` (only the moved groups), checked as
+/// v1 checks it, then every sort in one transaction.
+#[handler]
+pub async fn reorder(app: Data<&Arc<App>>, req: &Request, body: Body) -> ApiResult<Response> {
+    let input: ReorderInput = parse_json(&read_body(body).await?)?;
+    let items = valid_reorder(&input.items)?;
+    if !app.store.reorder_groups(items.clone()).await? {
+        return Err(reorder_error(
+            "validation.reorder_group_not_found",
+            Vec::new(),
+        ));
+    }
+    let mut model = app.model.lock().await;
+    for (id, sort) in items {
+        if let Some(group) = model.groups.get_mut(&id) {
+            group.sort = sort;
+        }
+    }
+    app.publish(&mut model).await;
+    let message = i18n::t(Lang::of(req), "success.groups_reordered");
+    Ok(ok_message(req, message, Value::Null))
+}
+
+/// v1's rules, in v1's order: not empty, ids above 0, sorts 0 or more, no id twice.
+fn valid_reorder(items: &[ReorderItem]) -> ApiResult<Vec<(i64, i64)>> {
+    if items.is_empty() {
+        return Err(reorder_error(
+            "validation.reorder_items_required",
+            Vec::new(),
+        ));
+    }
+    let mut seen = HashSet::with_capacity(items.len());
+    for item in items {
+        if item.id <= 0 {
+            return Err(reorder_error("validation.reorder_group_id", Vec::new()));
+        }
+        if item.sort < 0 {
+            return Err(reorder_error(
+                "validation.reorder_sort_negative",
+                Vec::new(),
+            ));
+        }
+        if !seen.insert(item.id) {
+            let args = vec![("id", item.id.to_string())];
+            return Err(reorder_error("validation.reorder_duplicate_group", args));
+        }
+    }
+    Ok(items.iter().map(|i| (i.id, i.sort)).collect())
+}
+
+fn reorder_error(id: &'static str, args: Vec<(&'static str, String)>) -> ApiError {
+    ApiError::localised(
+        poem::http::StatusCode::BAD_REQUEST,
+        "VALIDATION_FAILED",
+        id,
+        args,
+    )
 }
 
 pub async fn read_body(body: Body) -> ApiResult<Vec<u8>> {

@@ -1,17 +1,22 @@
-//! Upstream keys of a group: list, add, delete (spec §3.3), with v1's key-text parsing.
+//! Upstream keys of a group, the synchronous calls (spec §3.3): list, add, delete, restore,
+//! clear and notes, with v1's key-text parsing. The background import and delete are in
+//! `key_tasks`, the export in `key_export`.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use poem::web::{Data, Query};
+use engine::keys::{KeySlot, KeyStatus};
+use poem::http::StatusCode;
+use poem::web::{Data, Path, Query};
 use poem::{Body, Request, Response, handler};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use store::{KeyQuery, NewKey};
 
 use super::groups::read_body;
-use super::{ApiError, ApiResult, ok, parse_json};
+use super::{ApiError, ApiResult, ok, ok_message, parse_id, parse_json};
 use crate::app::App;
+use crate::encryption::KeyCipher;
 
 /// Most keys one synchronous call takes (v1).
 const SYNC_KEY_LIMIT: usize = 5000;
@@ -19,36 +24,51 @@ const SYNC_KEY_LIMIT: usize = 5000;
 #[derive(Deserialize)]
 pub struct KeysText {
     #[serde(default)]
-    group_id: i64,
+    pub group_id: i64,
     #[serde(default)]
-    keys_text: String,
+    pub keys_text: String,
 }
 
 /// v1's parsing: a JSON array of strings, else tokens split on whitespace, commas and
 /// semicolons; trimmed, empties dropped. Repeats are kept: v1 counts them as ignored and
 /// against the 5000-key limit.
 pub fn parse_keys_text(text: &str) -> Vec<String> {
-    let tokens: Vec<String> = match serde_json::from_str::<Vec<String>>(text.trim()) {
-        Ok(parsed) => parsed,
+    // One allocation per key: an import may carry a million of them.
+    match serde_json::from_str::<Vec<String>>(text.trim()) {
+        Ok(parsed) => parsed
+            .into_iter()
+            .filter_map(|t| match t.trim() {
+                "" => None,
+                trimmed if trimmed.len() == t.len() => Some(t),
+                trimmed => Some(trimmed.to_string()),
+            })
+            .collect(),
         Err(_) => text
             .split(|c: char| c.is_whitespace() || c == ',' || c == ';')
+            .filter(|t| !t.is_empty())
             .map(String::from)
             .collect(),
-    };
-    tokens
-        .into_iter()
-        .map(|t| t.trim().to_string())
-        .filter(|t| !t.is_empty())
-        .collect()
+    }
 }
 
-/// `api_keys.key_hash` without ENCRYPTION_KEY: SHA-256, hex.
-pub fn key_hash(key: &str) -> String {
-    use sha2::{Digest, Sha256};
-    hex::encode(Sha256::digest(key.as_bytes()))
+/// What `api_keys` stores for a plaintext key: its value (encrypted when ENCRYPTION_KEY is
+/// set) and its lookup hash. Every key written to the database goes through here
+/// (add-multiple, add-async, group copy); every lookup by key uses `app.cipher.hash`.
+pub fn stored_key(cipher: &KeyCipher, plain: String) -> ApiResult<NewKey> {
+    let value = cipher.encrypt(&plain).map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "INTERNAL_SERVER_ERROR",
+            format!("cannot encrypt the key: {e}"),
+        )
+    })?;
+    Ok(NewKey {
+        hash: cipher.hash(&plain),
+        value,
+    })
 }
 
-async fn standard_group(app: &App, group_id: i64) -> ApiResult<store::GroupRow> {
+pub async fn standard_group(app: &App, group_id: i64) -> ApiResult<store::GroupRow> {
     if group_id <= 0 {
         return Err(ApiError::validation("group_id is required"));
     }
@@ -85,15 +105,13 @@ pub async fn add_multiple(app: Data<&Arc<App>>, req: &Request, body: Body) -> Ap
     let keys = parse_limited(&input.keys_text)?;
     // Stored hashes plus those taken from this input: a repeat in the input is ignored too.
     let mut known = app.store.key_hashes_of_group(input.group_id).await?;
+    let total = keys.len();
     let fresh: Vec<NewKey> = keys
-        .iter()
-        .map(|k| NewKey {
-            value: k.clone(),
-            hash: key_hash(k),
-        })
-        .filter(|k| known.insert(k.hash.clone()))
-        .collect();
-    let ignored = keys.len() - fresh.len();
+        .into_iter()
+        .map(|plain| stored_key(&app.cipher, plain))
+        .filter(|k| k.as_ref().map_or(true, |k| known.insert(k.hash.clone())))
+        .collect::<ApiResult<_>>()?;
+    let ignored = total - fresh.len();
     let inserted = app.store.insert_keys(input.group_id, fresh).await?;
     let mut model = app.model.lock().await;
     for key in &inserted {
@@ -117,7 +135,7 @@ pub async fn delete_multiple(
     let input: KeysText = parse_json(&read_body(body).await?)?;
     standard_group(&app, input.group_id).await?;
     let keys = parse_limited(&input.keys_text)?;
-    let hashes: Vec<String> = keys.iter().map(|k| key_hash(k)).collect();
+    let hashes: Vec<String> = keys.iter().map(|k| app.cipher.hash(k)).collect();
     let deleted: HashSet<i64> = app
         .store
         .delete_keys_by_hash(input.group_id, hashes)
@@ -134,6 +152,151 @@ pub async fn delete_multiple(
         req,
         json!({"deleted_count": deleted.len(), "ignored_count": ignored, "total_in_group": total}),
     ))
+}
+
+#[handler]
+pub async fn restore_multiple(
+    app: Data<&Arc<App>>,
+    req: &Request,
+    body: Body,
+) -> ApiResult<Response> {
+    let input: KeysText = parse_json(&read_body(body).await?)?;
+    standard_group(&app, input.group_id).await?;
+    let keys = parse_limited(&input.keys_text)?;
+    let hashes: HashSet<String> = keys.iter().map(|k| app.cipher.hash(k)).collect();
+    let restored = restore(&app, input.group_id, |slot| hashes.contains(&*slot.hash)).await?;
+    let total = app.store.count_keys(input.group_id).await?;
+    let ignored = keys.len().saturating_sub(restored);
+    Ok(ok(
+        req,
+        json!({"restored_count": restored, "ignored_count": ignored, "total_in_group": total}),
+    ))
+}
+
+#[derive(Deserialize)]
+pub struct GroupOnly {
+    #[serde(default)]
+    group_id: i64,
+}
+
+#[handler]
+pub async fn restore_all_invalid(
+    app: Data<&Arc<App>>,
+    req: &Request,
+    body: Body,
+) -> ApiResult<Response> {
+    let input: GroupOnly = parse_json(&read_body(body).await?)?;
+    standard_group(&app, input.group_id).await?;
+    let restored = restore(&app, input.group_id, |_| true).await?;
+    Ok(counted(req, "success.keys_restored", restored))
+}
+
+/// Makes the group's invalid keys that `pick` selects active again with no failures, in the
+/// database and in their live slots (the proxy uses them at once); returns how many.
+/// "Invalid" is the live status: it leads the database by up to one log flush.
+async fn restore(app: &App, group_id: i64, pick: impl Fn(&KeySlot) -> bool) -> ApiResult<usize> {
+    let slots = invalid_slots(app, group_id, pick).await;
+    let ids = slots.iter().map(|s| s.id).collect();
+    app.store.set_key_states(group_id, ids, "active", 0).await?;
+    for slot in &slots {
+        slot.reset(KeyStatus::Active, 0);
+    }
+    let mut model = app.model.lock().await;
+    model.touch_group(group_id);
+    app.publish(&mut model).await;
+    Ok(slots.len())
+}
+
+/// The group's live slots that are invalid and that `pick` selects.
+async fn invalid_slots(
+    app: &App,
+    group_id: i64,
+    pick: impl Fn(&KeySlot) -> bool,
+) -> Vec<Arc<KeySlot>> {
+    let model = app.model.lock().await;
+    model
+        .keys
+        .get(&group_id)
+        .into_iter()
+        .flatten()
+        .filter(|s| s.status() == KeyStatus::Invalid && pick(s))
+        .cloned()
+        .collect()
+}
+
+#[handler]
+pub async fn clear_all_invalid(
+    app: Data<&Arc<App>>,
+    req: &Request,
+    body: Body,
+) -> ApiResult<Response> {
+    let input: GroupOnly = parse_json(&read_body(body).await?)?;
+    standard_group(&app, input.group_id).await?;
+    let ids = invalid_slots(&app, input.group_id, |_| true)
+        .await
+        .iter()
+        .map(|s| s.id)
+        .collect();
+    let deleted = app.store.delete_keys_by_id(input.group_id, ids).await?;
+    forget_keys(&app, input.group_id, deleted.iter().copied().collect()).await;
+    Ok(counted(req, "success.invalid_keys_cleared", deleted.len()))
+}
+
+#[handler]
+pub async fn clear_all(app: Data<&Arc<App>>, req: &Request, body: Body) -> ApiResult<Response> {
+    let input: GroupOnly = parse_json(&read_body(body).await?)?;
+    standard_group(&app, input.group_id).await?;
+    let deleted = app.store.delete_keys_of_group(input.group_id).await?;
+    forget_keys(&app, input.group_id, deleted.iter().copied().collect()).await;
+    Ok(counted(req, "success.all_keys_cleared", deleted.len()))
+}
+
+/// Takes deleted keys out of the model and the proxy's rings.
+pub async fn forget_keys(app: &App, group_id: i64, ids: HashSet<i64>) {
+    let mut model = app.model.lock().await;
+    model.remove_keys(group_id, &ids);
+    app.publish(&mut model).await;
+}
+
+/// v1's answer to a bulk restore or clear: "{count} keys …" as the message, also as
+/// `data.message`, which the console's clear-invalid toast shows.
+fn counted(req: &Request, message_id: &str, count: usize) -> Response {
+    let lang = crate::i18n::Lang::of(req);
+    let message = crate::i18n::fill(
+        crate::i18n::t(lang, message_id),
+        &[("count", count.to_string())],
+    );
+    ok_message(req, &message, json!({ "message": message }))
+}
+
+#[derive(Deserialize)]
+pub struct NotesInput {
+    #[serde(default)]
+    notes: String,
+}
+
+/// Longest note, in characters (`api_keys.notes` is varchar(255)).
+const MAX_NOTES_CHARS: usize = 255;
+
+#[handler]
+pub async fn update_notes(
+    app: Data<&Arc<App>>,
+    req: &Request,
+    Path(id): Path<String>,
+    body: Body,
+) -> ApiResult<Response> {
+    let id = parse_id(&id)?;
+    let input: NotesInput = parse_json(&read_body(body).await?)?;
+    let notes = input.notes.trim();
+    if notes.chars().count() > MAX_NOTES_CHARS {
+        return Err(ApiError::validation(format!(
+            "notes length must be <= {MAX_NOTES_CHARS} characters"
+        )));
+    }
+    if !app.store.update_key_notes(id, notes).await? {
+        return Err(ApiError::not_found("key not found"));
+    }
+    Ok(ok(req, Value::Null))
 }
 
 #[derive(Deserialize)]
@@ -171,7 +334,7 @@ pub async fn list(
         .key_value
         .map(|k| k.trim().to_string())
         .filter(|k| !k.is_empty())
-        .map(|k| key_hash(&k));
+        .map(|k| app.cipher.hash(&k));
     let (rows, total) = app
         .store
         .list_keys(KeyQuery {
@@ -188,11 +351,15 @@ pub async fn list(
         .map(|k| {
             // The live state leads the database by up to one log flush.
             let (status, failures) = match model.slot(k.group_id, k.id) {
-                Some(slot) => (slot.status().as_str().to_string(), slot.failure_count() as i64),
+                Some(slot) => (
+                    slot.status().as_str().to_string(),
+                    slot.failure_count() as i64,
+                ),
                 None => (k.status.clone(), k.failure_count),
             };
             json!({
-                "id": k.id, "key_value": k.key_value, "key_hash": k.key_hash, "group_id": k.group_id,
+                "id": k.id, "key_value": app.cipher.reveal(&k.key_value), "key_hash": k.key_hash,
+                "group_id": k.group_id,
                 "status": status, "notes": k.notes, "request_count": k.request_count,
                 "failure_count": failures, "last_used_at": k.last_used_at.map(|t| t.to_rfc3339()),
                 "created_at": k.created_at.to_rfc3339(), "updated_at": k.updated_at.to_rfc3339(),
@@ -236,9 +403,5 @@ mod tests {
             ["a", "b", "c", "d", "e"]
         );
         assert!(parse_keys_text(" \n ").is_empty());
-        assert_eq!(
-            key_hash("abc"),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
     }
 }

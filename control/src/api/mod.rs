@@ -2,11 +2,20 @@
 //! `{code, message, data}` envelope and v1's string error codes (spec §3.2).
 
 pub mod aggregates;
+pub mod dashboard;
+pub mod encryption;
+pub mod group_copy;
 pub mod groups;
 pub mod integration;
+pub mod key_export;
+pub mod key_tasks;
 pub mod keys;
+pub mod logs;
+pub mod multipart;
+pub mod openapi;
 pub mod settings;
 pub mod system;
+pub mod validation;
 
 use std::sync::Arc;
 
@@ -18,13 +27,18 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use crate::app::App;
+use crate::i18n::{self, Lang};
 
 /// An error answered in v1's envelope: `{"code":"<CODE>","message":"…"}`.
 #[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
+    /// The English text; what other languages show is decided when the error is answered
+    /// (see `localised_message`).
     pub message: String,
+    /// An `i18n` message id and its arguments, when the error has a translated text.
+    message_id: Option<(&'static str, Vec<(&'static str, String)>)>,
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
@@ -35,7 +49,30 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            message_id: None,
         }
+    }
+    /// An error whose message is `i18n` message `id` with `args`, in the caller's language.
+    pub fn localised(
+        status: StatusCode,
+        code: &'static str,
+        id: &'static str,
+        args: Vec<(&'static str, String)>,
+    ) -> Self {
+        let message = i18n::fill(i18n::t(Lang::EnUs, id), &args);
+        Self {
+            message_id: Some((id, args)),
+            ..Self::new(status, code, message)
+        }
+    }
+    /// v1's 409 when the one background task slot is taken.
+    pub fn task_in_progress() -> Self {
+        Self::localised(
+            StatusCode::CONFLICT,
+            "TASK_IN_PROGRESS",
+            "task.already_running",
+            Vec::new(),
+        )
     }
     pub fn validation(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "VALIDATION_FAILED", message)
@@ -74,9 +111,35 @@ impl From<store::StoreError> for ApiError {
     }
 }
 
+impl ApiError {
+    /// The message in `lang`: its own translation if it has an id, else the translation of its
+    /// fixed English text, else (zh-CN, ja-JP) the English detail after the code's localised
+    /// title, as v1 does for details it has no text for (`upstreams配置错误: …`).
+    fn localised_message(&self, lang: Lang) -> String {
+        if let Some((id, args)) = &self.message_id {
+            return i18n::fill(i18n::t(lang, id), args);
+        }
+        if let Some(text) = i18n::translate_english(lang, &self.message) {
+            return text.to_string();
+        }
+        match lang {
+            Lang::EnUs => self.message.clone(),
+            _ => format!(
+                "{}: {}",
+                i18n::t(lang, i18n::code_title(self.code)),
+                self.message
+            ),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({ "code": self.code, "message": self.message });
+        let message = match i18n::current() {
+            Some(lang) => self.localised_message(lang),
+            None => self.message,
+        };
+        let body = json!({ "code": self.code, "message": message });
         Response::builder()
             .status(self.status)
             .content_type("application/json; charset=utf-8")
@@ -107,22 +170,20 @@ pub fn ok_message(_req: &Request, message: &str, data: Value) -> Response {
 
 /// The localised "success" of v1's envelope (zh-CN by default, as v1).
 pub fn success_message(req: &Request) -> &'static str {
-    match req
-        .header("accept-language")
-        .unwrap_or("")
-        .split([',', ';'])
-        .next()
-        .unwrap_or("")
-        .trim()
-    {
-        l if l.starts_with("en") => "Operation successful",
-        l if l.starts_with("ja") => "操作が成功しました",
-        _ => "操作成功",
-    }
+    i18n::t(Lang::of(req), "success")
 }
 
-/// Parses a JSON body; bad JSON is v1's `INVALID_JSON` 400.
+/// Parses a JSON body; bad JSON is v1's `INVALID_JSON` 400. Every body of the API is an
+/// object: an array is refused too (serde would read `[…]` into a struct field by field).
 pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
+    let first = body.iter().find(|b| !b.is_ascii_whitespace());
+    if first.is_some_and(|b| *b != b'{') {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "INVALID_JSON",
+            "Invalid JSON: expected an object",
+        ));
+    }
     serde_json::from_slice(body).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -137,6 +198,11 @@ pub fn routes(app: Arc<App>) -> impl Endpoint {
     let protected = Route::new()
         .at("/groups", get(groups::list).post(groups::create))
         .at("/groups/list", get(groups::list_light))
+        .at(
+            "/groups/config-options",
+            get(settings::group_config_options),
+        )
+        .at("/groups/reorder", put(groups::reorder))
         .at("/groups/:id", put(groups::update).delete(groups::delete))
         .at(
             "/groups/:id/sub-groups",
@@ -151,12 +217,30 @@ pub fn routes(app: Arc<App>) -> impl Endpoint {
             "/groups/:id/parent-aggregate-groups",
             get(aggregates::parents),
         )
+        .at("/groups/:id/copy", post(group_copy::copy))
+        .at("/groups/:id/stats", get(dashboard::group_stats))
         .at("/channel-types", get(groups::channel_types))
         .at("/keys", get(keys::list))
         .at("/keys/add-multiple", post(keys::add_multiple))
         .at("/keys/delete-multiple", post(keys::delete_multiple))
+        .at("/keys/export", get(key_export::export))
+        .at("/keys/add-async", post(key_tasks::add_async))
+        .at("/keys/delete-async", post(key_tasks::delete_async))
+        .at("/keys/restore-multiple", post(keys::restore_multiple))
+        .at("/keys/restore-all-invalid", post(keys::restore_all_invalid))
+        .at("/keys/clear-all-invalid", post(keys::clear_all_invalid))
+        .at("/keys/clear-all", post(keys::clear_all))
+        .at("/keys/:id/notes", put(keys::update_notes))
+        .at("/keys/test-multiple", post(validation::test_multiple))
+        .at("/keys/validate-group", post(validation::validate_group))
         .at("/settings", get(settings::get_all).put(settings::update))
         .at("/tasks/status", get(system::task_status))
+        .at("/logs", get(logs::list))
+        .at("/logs/export", get(logs::export))
+        .at("/dashboard/stats", get(dashboard::stats))
+        .at("/dashboard/chart", get(dashboard::chart))
+        .at("/dashboard/encryption-status", get(encryption::status))
+        .at("/openapi.json", get(openapi::document))
         .at("/*", not_found)
         .around(require_auth);
     let api = Route::new()
@@ -165,7 +249,7 @@ pub fn routes(app: Arc<App>) -> impl Endpoint {
         .nest("/", protected);
     Route::new()
         .at("/health", get(system::health))
-        .nest("/api", api)
+        .nest("/api", api.around(localise))
         .at(
             "/proxy/:group/api/integration/info",
             get(integration::one_group),
@@ -180,6 +264,43 @@ async fn not_found() -> Response {
         .status(StatusCode::NOT_FOUND)
         .content_type("application/json; charset=utf-8")
         .body(r#"{"error":"Not Found"}"#)
+}
+
+/// Renders everything under `/api` in the language `Accept-Language` asks for (spec §3.1),
+/// and in v1's shapes even when poem itself refuses a request before any handler runs.
+async fn localise<E: Endpoint>(next: E, req: Request) -> poem::Result<Response> {
+    let lang = Lang::of(&req);
+    i18n::scope(lang, async move {
+        match next.call(req).await {
+            Ok(resp) => Ok(resp.into_response()),
+            Err(e) => Ok(v1_error(e).await),
+        }
+    })
+    .await
+}
+
+/// An error poem answered in plain text, in v1's shape: a 405 as `{"error":"Method not
+/// allowed"}` (spec §3.2), a refused query string (e.g. a parameter given twice) as
+/// `BAD_REQUEST`. Errors already in JSON (every `ApiError`) pass unchanged.
+async fn v1_error(error: poem::Error) -> Response {
+    let resp = error.into_response();
+    if resp
+        .content_type()
+        .is_some_and(|t| t.starts_with("application/json"))
+    {
+        return resp;
+    }
+    match resp.status() {
+        StatusCode::METHOD_NOT_ALLOWED => Response::builder()
+            .status(StatusCode::METHOD_NOT_ALLOWED)
+            .content_type("application/json; charset=utf-8")
+            .body(r#"{"error":"Method not allowed"}"#),
+        StatusCode::BAD_REQUEST => {
+            let text = resp.into_body().into_string().await.unwrap_or_default();
+            ApiError::bad_request(text).into_response()
+        }
+        _ => resp,
+    }
 }
 
 /// AUTH_KEY in any of the four places a key may be, compared in constant time.

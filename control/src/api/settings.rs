@@ -1,4 +1,6 @@
-//! System settings: the metadata-rich list the console renders, and validated updates.
+//! System settings: the metadata-rich list the console renders, validated updates, and the
+//! group-overridable subset the group form offers (`/api/groups/config-options`). Names,
+//! descriptions and categories are in the caller's language (spec §3.1).
 
 use std::sync::Arc;
 
@@ -10,10 +12,12 @@ use store::SettingRow;
 use super::groups::read_body;
 use super::{ApiError, ApiResult, ok, parse_json};
 use crate::app::App;
+use crate::i18n::{self, Lang};
 use crate::settings::{Category, Kind, SETTINGS, find, typed_value, validate_value};
 
 #[handler]
 pub async fn get_all(app: Data<&Arc<App>>, req: &Request) -> Response {
+    let lang = Lang::of(req);
     let model = app.model.lock().await;
     let categories: Vec<Value> = Category::ALL
         .iter()
@@ -29,9 +33,11 @@ pub async fn get_all(app: Data<&Arc<App>>, req: &Request) -> Response {
                         Kind::FailoverCodes => ("string", None, true),
                     };
                     let mut item = json!({
-                        "key": d.key, "name": d.name, "value": model.settings.typed(d), "type": kind,
-                        "default_value": typed_value(d, d.default), "description": d.description,
-                        "category": category.name(), "required": required,
+                        "key": d.key, "name": i18n::setting_name(lang, d),
+                        "value": model.settings.typed(d), "type": kind,
+                        "default_value": typed_value(d, d.default),
+                        "description": i18n::setting_description(lang, d),
+                        "category": i18n::category_name(lang, *category), "required": required,
                     });
                     if let Some(min) = min {
                         item["min_value"] = json!(min);
@@ -39,10 +45,31 @@ pub async fn get_all(app: Data<&Arc<App>>, req: &Request) -> Response {
                     item
                 })
                 .collect();
-            json!({"category_name": category.name(), "settings": settings})
+            json!({"category_name": i18n::category_name(lang, *category), "settings": settings})
         })
         .collect();
     ok(req, Value::Array(categories))
+}
+
+/// v1's `GET /api/groups/config-options`: the settings a group may override, each with the
+/// current system value as `default_value` (typed, so the console picks the right input).
+#[handler]
+pub async fn group_config_options(app: Data<&Arc<App>>, req: &Request) -> Response {
+    let lang = Lang::of(req);
+    let model = app.model.lock().await;
+    let options: Vec<Value> = SETTINGS
+        .iter()
+        .filter(|d| d.group_override)
+        .map(|d| {
+            json!({
+                "key": d.key,
+                "name": i18n::setting_name(lang, d),
+                "description": i18n::setting_description(lang, d),
+                "default_value": model.settings.typed(d),
+            })
+        })
+        .collect();
+    ok(req, Value::Array(options))
 }
 
 #[handler]

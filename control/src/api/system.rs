@@ -41,14 +41,16 @@ struct Login {
     auth_key: String,
 }
 
-/// v1's login: `{success, message}`; nothing is issued, the console keeps the key.
+/// v1's login: `{success, message}` (message localised); nothing is issued, the console keeps
+/// the key.
 #[handler]
-pub async fn login(app: Data<&Arc<App>>, body: Body) -> Response {
+pub async fn login(app: Data<&Arc<App>>, req: &poem::Request, body: Body) -> Response {
+    let text = |id| crate::i18n::t(crate::i18n::Lang::of(req), id);
     let bytes = body.into_vec().await.unwrap_or_default();
     let Ok(login) = serde_json::from_slice::<Login>(&bytes) else {
         return json_response(
             StatusCode::BAD_REQUEST,
-            json!({"success": false, "message": "Invalid request format"}),
+            json!({"success": false, "message": text("auth.invalid_request")}),
         );
     };
     if login.auth_key.is_empty()
@@ -56,12 +58,12 @@ pub async fn login(app: Data<&Arc<App>>, body: Body) -> Response {
     {
         return json_response(
             StatusCode::UNAUTHORIZED,
-            json!({"success": false, "message": "Authentication failed"}),
+            json!({"success": false, "message": text("auth.authentication_failed")}),
         );
     }
     json_response(
         StatusCode::OK,
-        json!({"success": true, "message": "Authentication successful"}),
+        json!({"success": true, "message": text("auth.authentication_successful")}),
     )
 }
 

@@ -83,6 +83,9 @@ async fn dispatch(shard: &Rc<Shard>, client: &mut Client, head: RequestHead, bod
         }
         return;
     }
+    if crate::validation::is_internal_call(&shard.config, &head) {
+        return crate::validation::serve(shard, client, &body).await;
+    }
     match proxy_target(&head.target) {
         // v1 answers a group's integration info under its proxy path; the control plane has it.
         Some(t) if t.path == "/api/integration/info" => {
@@ -171,7 +174,10 @@ async fn read_body(
     client: &mut Client,
     head: &RequestHead,
 ) -> Result<Vec<u8>, ReadError> {
-    let max = shard.config.max_body;
+    let max = match proxy_target(&head.target) {
+        Some(_) => shard.config.max_body,
+        None => shard.config.max_admin_body,
+    };
     let deadline = Instant::now() + shard.config.read_timeout;
     match head.framing {
         BodyFraming::None => Ok(Vec::new()),

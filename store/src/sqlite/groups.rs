@@ -41,6 +41,27 @@ impl SqliteStore {
             .await
     }
 
+    pub(crate) async fn reorder_groups(&self, items: Vec<(i64, i64)>) -> StoreResult<bool> {
+        self.write("reorder groups", move |conn| reorder_groups(conn, &items))
+            .await
+    }
+
+    pub(crate) async fn set_group_last_validated(
+        &self,
+        id: i64,
+        at: chrono::DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        self.write("set group last_validated_at", move |conn| {
+            conn.execute(
+                "UPDATE \"groups\" SET last_validated_at = ?2 WHERE id = ?1",
+                rusqlite::params![id, datetime::format(at)],
+            )
+            .map(|n| n > 0)
+            .with_context(|| format!("set last_validated_at of group {id}"))
+        })
+        .await
+    }
+
     pub(crate) async fn list_sub_groups(&self) -> StoreResult<Vec<SubGroupRow>> {
         self.read("list sub-groups", list_sub_groups).await
     }
@@ -296,6 +317,29 @@ fn delete_group(conn: &mut Connection, id: i64) -> StoreResult<bool> {
     }
     txn.commit()
         .with_context(|| format!("commit delete of group {id}"))?;
+    Ok(true)
+}
+
+/// Updates every pair's sort in one write transaction; an unknown id rolls all of it back.
+/// The transaction holds SQLite's write lock from BEGIN, which is v1's row lock here.
+fn reorder_groups(conn: &mut Connection, items: &[(i64, i64)]) -> StoreResult<bool> {
+    let now = datetime::format(Utc::now());
+    let txn = begin_write(conn)?;
+    {
+        let mut stmt = txn
+            .prepare_cached("UPDATE \"groups\" SET sort = ?2, updated_at = ?3 WHERE id = ?1")
+            .context("prepare group reorder")?;
+        for (id, sort) in items {
+            let changed = stmt
+                .execute(rusqlite::params![id, sort, now])
+                .with_context(|| format!("reorder group {id}"))?;
+            if changed == 0 {
+                // Dropping the transaction unapplied rolls back the rows already updated.
+                return Ok(false);
+            }
+        }
+    }
+    txn.commit().context("commit group reorder")?;
     Ok(true)
 }
 

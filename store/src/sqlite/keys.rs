@@ -51,8 +51,10 @@ impl SqliteStore {
         let writer = std::sync::Arc::clone(&self.writer);
         super::run_blocking("insert keys", move || {
             let mut inserted = Vec::with_capacity(keys.len());
-            for chunk in keys.chunks(CHUNK) {
-                inserted.extend(insert_chunk(&mut lock(&writer), group_id, chunk)?);
+            let mut rest = keys.into_iter().peekable();
+            while rest.peek().is_some() {
+                let chunk = rest.by_ref().take(CHUNK);
+                insert_chunk(&mut lock(&writer), group_id, chunk, &mut inserted)?;
             }
             Ok(inserted)
         })
@@ -80,11 +82,112 @@ impl SqliteStore {
             .await
     }
 
+    pub(crate) async fn keys_of_group_after(
+        &self,
+        group_id: i64,
+        status: Option<String>,
+        after_id: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<KeyRow>> {
+        self.read("read a batch of keys", move |conn| {
+            keys_of_group_after(conn, group_id, status.as_deref(), after_id, limit)
+        })
+        .await
+    }
+
+    pub(crate) async fn set_key_states(
+        &self,
+        group_id: i64,
+        ids: Vec<i64>,
+        status: String,
+        failure_count: i64,
+    ) -> StoreResult<usize> {
+        let writer = std::sync::Arc::clone(&self.writer);
+        super::run_blocking("set key states", move || {
+            let mut changed = 0;
+            for chunk in ids.chunks(CHUNK) {
+                changed +=
+                    set_states_chunk(&mut lock(&writer), group_id, chunk, &status, failure_count)?;
+            }
+            Ok(changed)
+        })
+        .await
+    }
+
+    pub(crate) async fn delete_keys_by_id(
+        &self,
+        group_id: i64,
+        ids: Vec<i64>,
+    ) -> StoreResult<Vec<i64>> {
+        let writer = std::sync::Arc::clone(&self.writer);
+        super::run_blocking("delete keys by id", move || {
+            let mut deleted = Vec::with_capacity(ids.len());
+            for chunk in ids.chunks(CHUNK) {
+                deleted.extend(delete_ids_chunk(&mut lock(&writer), group_id, chunk)?);
+            }
+            Ok(deleted)
+        })
+        .await
+    }
+
+    pub(crate) async fn delete_keys_of_group(&self, group_id: i64) -> StoreResult<Vec<i64>> {
+        let writer = std::sync::Arc::clone(&self.writer);
+        super::run_blocking("delete keys of group", move || {
+            let mut deleted = Vec::new();
+            loop {
+                let chunk = delete_group_chunk(&mut lock(&writer), group_id)?;
+                if chunk.is_empty() {
+                    return Ok(deleted);
+                }
+                deleted.extend(chunk);
+            }
+        })
+        .await
+    }
+
+    pub(crate) async fn update_key_notes(&self, id: i64, notes: String) -> StoreResult<bool> {
+        self.write("update key notes", move |conn| {
+            let stamp = datetime::format(Utc::now());
+            conn.prepare_cached("UPDATE api_keys SET notes = ?1, updated_at = ?2 WHERE id = ?3")
+                .and_then(|mut stmt| stmt.execute(params![notes, stamp, id]))
+                .map(|changed| changed > 0)
+                .with_context(|| format!("update notes of key {id}"))
+        })
+        .await
+    }
+
     pub(crate) async fn count_keys(&self, group_id: i64) -> StoreResult<i64> {
         self.read("count keys", move |conn| {
             conn.prepare_cached("SELECT COUNT(*) FROM api_keys WHERE group_id = ?1")
                 .and_then(|mut stmt| stmt.query_row([group_id], |row| row.get(0)))
                 .with_context(|| format!("count keys of group {group_id}"))
+        })
+        .await
+    }
+
+    pub(crate) async fn all_keys_after(
+        &self,
+        after_id: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<KeyRow>> {
+        self.read("read a batch of keys", move |conn| {
+            all_keys_after(conn, after_id, limit)
+        })
+        .await
+    }
+
+    pub(crate) async fn rewrite_all_keys<R, V>(
+        &self,
+        batch: usize,
+        rewrite: R,
+        verify: V,
+    ) -> StoreResult<u64>
+    where
+        R: FnMut(&KeyRow) -> Result<NewKey, String> + Send + 'static,
+        V: FnMut(&KeyRow) -> Result<(), String> + Send + 'static,
+    {
+        self.write("rewrite keys", move |conn| {
+            rewrite_all_keys(conn, batch.max(1), rewrite, verify)
         })
         .await
     }
@@ -153,11 +256,17 @@ fn key_hashes_of_group(conn: &Connection, group_id: i64) -> StoreResult<HashSet<
     Ok(hashes)
 }
 
-fn insert_chunk(conn: &mut Connection, group_id: i64, keys: &[NewKey]) -> StoreResult<Vec<KeyRow>> {
+/// Inserts `keys` in one transaction, appending them to `inserted`. The keys are moved into
+/// their rows, not copied: a million-key import allocates no string twice.
+fn insert_chunk(
+    conn: &mut Connection,
+    group_id: i64,
+    keys: impl Iterator<Item = NewKey>,
+    inserted: &mut Vec<KeyRow>,
+) -> StoreResult<()> {
     let now = Utc::now();
     let stamp = datetime::format(now);
     let txn = begin_write(conn)?;
-    let mut inserted = Vec::with_capacity(keys.len());
     {
         let mut stmt = txn
             .prepare_cached(
@@ -172,8 +281,8 @@ fn insert_chunk(conn: &mut Connection, group_id: i64, keys: &[NewKey]) -> StoreR
                 .map_err(|e| insert_error(e, group_id, &key.hash))?;
             inserted.push(KeyRow {
                 id,
-                key_value: key.value.clone(),
-                key_hash: key.hash.clone(),
+                key_value: key.value,
+                key_hash: key.hash,
                 group_id,
                 status: "active".to_owned(),
                 notes: String::new(),
@@ -186,7 +295,7 @@ fn insert_chunk(conn: &mut Connection, group_id: i64, keys: &[NewKey]) -> StoreR
         }
     }
     txn.commit().context("commit key insert")?;
-    Ok(inserted)
+    Ok(())
 }
 
 /// v1 databases from before v1.1 may still carry a unique index on (group_id, key_value).
@@ -220,6 +329,100 @@ fn delete_chunk(conn: &mut Connection, group_id: i64, hashes: &[String]) -> Stor
         }
     }
     txn.commit().context("commit key delete")?;
+    Ok(deleted)
+}
+
+/// Up to `limit` keys of a group with ids above `after_id`, in id order: a batch of a walk over
+/// a group of any size that never holds the reader for long and never skips or repeats a key.
+fn keys_of_group_after(
+    conn: &Connection,
+    group_id: i64,
+    status: Option<&str>,
+    after_id: i64,
+    limit: usize,
+) -> StoreResult<Vec<KeyRow>> {
+    let sql = format!(
+        "SELECT {KEY_COLUMNS} FROM api_keys WHERE group_id = ?1 AND id > ?2 \
+         AND (?3 IS NULL OR status = ?3) ORDER BY id LIMIT ?4"
+    );
+    let mut stmt = conn.prepare_cached(&sql).context("read a batch of keys")?;
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let mut rows = stmt
+        .query(params![group_id, after_id, status, limit])
+        .with_context(|| format!("read keys of group {group_id} after id {after_id}"))?;
+    let mut keys = Vec::new();
+    while let Some(row) = rows.next().context("read a batch of keys")? {
+        keys.push(key_from_row(row));
+    }
+    Ok(keys)
+}
+
+fn set_states_chunk(
+    conn: &mut Connection,
+    group_id: i64,
+    ids: &[i64],
+    status: &str,
+    failure_count: i64,
+) -> StoreResult<usize> {
+    let stamp = datetime::format(Utc::now());
+    let txn = begin_write(conn)?;
+    let mut changed = 0;
+    {
+        let mut stmt = txn
+            .prepare_cached(
+                "UPDATE api_keys SET status = ?1, failure_count = ?2, updated_at = ?3 \
+                 WHERE id = ?4 AND group_id = ?5",
+            )
+            .context("prepare key state update")?;
+        for id in ids {
+            changed += stmt
+                .execute(params![status, failure_count, stamp, id, group_id])
+                .with_context(|| format!("set state of key {id}"))?;
+        }
+    }
+    txn.commit().context("commit key state update")?;
+    Ok(changed)
+}
+
+fn delete_ids_chunk(conn: &mut Connection, group_id: i64, ids: &[i64]) -> StoreResult<Vec<i64>> {
+    let txn = begin_write(conn)?;
+    let mut deleted = Vec::with_capacity(ids.len());
+    {
+        let mut stmt = txn
+            .prepare_cached("DELETE FROM api_keys WHERE id = ?1 AND group_id = ?2")
+            .context("prepare key delete")?;
+        for id in ids {
+            let changed = stmt
+                .execute(params![id, group_id])
+                .with_context(|| format!("delete key {id}"))?;
+            if changed > 0 {
+                deleted.push(*id);
+            }
+        }
+    }
+    txn.commit().context("commit key delete")?;
+    Ok(deleted)
+}
+
+/// Deletes up to [`CHUNK`] keys of the group in one transaction; none left when empty.
+fn delete_group_chunk(conn: &mut Connection, group_id: i64) -> StoreResult<Vec<i64>> {
+    let txn = begin_write(conn)?;
+    let mut deleted = Vec::with_capacity(CHUNK);
+    {
+        let mut stmt = txn
+            .prepare_cached(
+                "DELETE FROM api_keys WHERE id IN \
+                 (SELECT id FROM api_keys WHERE group_id = ?1 LIMIT ?2) RETURNING id",
+            )
+            .context("prepare group key delete")?;
+        let mut rows = stmt
+            .query(params![group_id, CHUNK as i64])
+            .with_context(|| format!("delete keys of group {group_id}"))?;
+        while let Some(row) = rows.next().context("delete keys of group")? {
+            deleted.push(columns::int(row, 0));
+        }
+    }
+    txn.commit().context("commit group key delete")?;
     Ok(deleted)
 }
 
@@ -278,4 +481,73 @@ fn list_keys(conn: &Connection, query: &KeyQuery) -> StoreResult<(Vec<KeyRow>, i
         keys.push(key_from_row(row));
     }
     Ok((keys, total))
+}
+
+/// Up to `limit` keys of any group with ids above `after_id`, in id order.
+fn all_keys_after(conn: &Connection, after_id: i64, limit: usize) -> StoreResult<Vec<KeyRow>> {
+    let sql = format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id > ?1 ORDER BY id LIMIT ?2");
+    let mut stmt = conn.prepare_cached(&sql).context("read a batch of keys")?;
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let mut rows = stmt
+        .query(params![after_id, limit])
+        .with_context(|| format!("read keys after id {after_id}"))?;
+    let mut keys = Vec::new();
+    while let Some(row) = rows.next().context("read a batch of keys")? {
+        keys.push(key_from_row(row));
+    }
+    Ok(keys)
+}
+
+/// Rewrites then verifies every key inside one transaction: any error leaves the table as it
+/// was. Batches keep memory flat for millions of keys; the transaction keeps it all-or-nothing.
+fn rewrite_all_keys<R, V>(
+    conn: &mut Connection,
+    batch: usize,
+    mut rewrite: R,
+    mut verify: V,
+) -> StoreResult<u64>
+where
+    R: FnMut(&KeyRow) -> Result<NewKey, String>,
+    V: FnMut(&KeyRow) -> Result<(), String>,
+{
+    let refused = |id: i64, stage: &str, reason: String| {
+        StoreError::Db(format!(
+            "key id {id}: {stage}: {reason}; rolled back, no key was changed"
+        ))
+    };
+    let txn = begin_write(conn)?;
+    let mut rewritten = 0u64;
+    let mut after = i64::MIN;
+    loop {
+        let keys = all_keys_after(&txn, after, batch)?;
+        let Some(last) = keys.last() else { break };
+        after = last.id;
+        let mut stmt = txn
+            .prepare_cached("UPDATE api_keys SET key_value = ?1, key_hash = ?2 WHERE id = ?3")
+            .context("prepare key rewrite")?;
+        for key in &keys {
+            let new = rewrite(key).map_err(|e| refused(key.id, "rewrite", e))?;
+            stmt.execute(params![new.value, new.hash, key.id])
+                .with_context(|| format!("rewrite key {}", key.id))?;
+            rewritten += 1;
+        }
+    }
+    let mut verified = 0u64;
+    let mut after = i64::MIN;
+    loop {
+        let keys = all_keys_after(&txn, after, batch)?;
+        let Some(last) = keys.last() else { break };
+        after = last.id;
+        for key in &keys {
+            verify(key).map_err(|e| refused(key.id, "verify", e))?;
+            verified += 1;
+        }
+    }
+    if verified != rewritten {
+        return Err(StoreError::Db(format!(
+            "rewrote {rewritten} keys but read back {verified}; rolled back, no key was changed"
+        )));
+    }
+    txn.commit().context("commit key rewrite")?;
+    Ok(rewritten)
 }
