@@ -5,13 +5,13 @@
 use std::sync::Arc;
 
 use poem::web::{Data, Path};
-use poem::{Body, Request, Response, handler};
+use poem::{Request, Response, handler};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use store::{GroupRow, SubGroupRow};
 
-use super::groups::{group_json, read_body};
-use super::{ApiError, ApiResult, ok, parse_id, parse_json};
+use super::groups::group_json;
+use super::{ApiError, ApiResult, JsonBody, ok, parse_id};
 use crate::app::App;
 use crate::state::Model;
 
@@ -115,10 +115,9 @@ pub async fn add(
     app: Data<&Arc<App>>,
     req: &Request,
     Path(id): Path<String>,
-    body: Body,
+    JsonBody(input): JsonBody<AddMembers>,
 ) -> ApiResult<Response> {
     let id = parse_id(&id)?;
-    let input: AddMembers = parse_json(&read_body(body).await?)?;
     if input.sub_groups.is_empty() {
         return Err(ApiError::validation(
             "sub_groups must list at least one group",
@@ -193,10 +192,9 @@ pub async fn set_weight(
     app: Data<&Arc<App>>,
     req: &Request,
     Path((id, sub_id)): Path<(String, String)>,
-    body: Body,
+    JsonBody(input): JsonBody<Weight>,
 ) -> ApiResult<Response> {
     let (id, sub_id) = (parse_id(&id)?, parse_id(&sub_id)?);
-    let input: Weight = parse_json(&read_body(body).await?)?;
     let weight = valid_weight(input.weight)?;
     let mut model = app.model.lock().await;
     aggregate(&model, id)?;

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use store::GroupRow;
 
-use super::{ApiError, ApiResult, ok, ok_message, parse_id, parse_json};
+use super::{ApiError, ApiResult, JsonBody, ok, ok_message, parse_id};
 use crate::app::App;
 use crate::i18n::{self, Lang};
 use crate::settings::validate_group_config;
@@ -65,8 +65,11 @@ pub async fn channel_types(req: &Request) -> Response {
 }
 
 #[handler]
-pub async fn create(app: Data<&Arc<App>>, req: &Request, body: Body) -> ApiResult<Response> {
-    let input: GroupInput = parse_json(&read_body(body).await?)?;
+pub async fn create(
+    app: Data<&Arc<App>>,
+    req: &Request,
+    JsonBody(input): JsonBody<GroupInput>,
+) -> ApiResult<Response> {
     let mut row = GroupRow {
         group_type: "standard".into(),
         ..GroupRow::default()
@@ -81,10 +84,9 @@ pub async fn update(
     app: Data<&Arc<App>>,
     req: &Request,
     Path(id): Path<String>,
-    body: Body,
+    JsonBody(input): JsonBody<GroupInput>,
 ) -> ApiResult<Response> {
     let id = parse_id(&id)?;
-    let input: GroupInput = parse_json(&read_body(body).await?)?;
     let mut row = app
         .store
         .get_group(id)
@@ -154,8 +156,11 @@ struct ReorderItem {
 /// The console's drag-and-drop save: `{items:[{id, sort}]}` (only the moved groups), checked as
 /// v1 checks it, then every sort in one transaction.
 #[handler]
-pub async fn reorder(app: Data<&Arc<App>>, req: &Request, body: Body) -> ApiResult<Response> {
-    let input: ReorderInput = parse_json(&read_body(body).await?)?;
+pub async fn reorder(
+    app: Data<&Arc<App>>,
+    req: &Request,
+    JsonBody(input): JsonBody<ReorderInput>,
+) -> ApiResult<Response> {
     let items = valid_reorder(&input.items)?;
     if !app.store.reorder_groups(items.clone()).await? {
         return Err(reorder_error(

@@ -8,13 +8,12 @@ use std::sync::Arc;
 use engine::keys::{KeySlot, KeyStatus};
 use poem::http::StatusCode;
 use poem::web::{Data, Path, Query};
-use poem::{Body, Request, Response, handler};
+use poem::{Request, Response, handler};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use store::{KeyQuery, NewKey};
 
-use super::groups::read_body;
-use super::{ApiError, ApiResult, ok, ok_message, parse_id, parse_json};
+use super::{ApiError, ApiResult, JsonBody, ok, ok_message, parse_id};
 use crate::app::App;
 use crate::encryption::KeyCipher;
 
@@ -99,8 +98,11 @@ fn parse_limited(text: &str) -> ApiResult<Vec<String>> {
 }
 
 #[handler]
-pub async fn add_multiple(app: Data<&Arc<App>>, req: &Request, body: Body) -> ApiResult<Response> {
-    let input: KeysText = parse_json(&read_body(body).await?)?;
+pub async fn add_multiple(
+    app: Data<&Arc<App>>,
+    req: &Request,
+    JsonBody(input): JsonBody<KeysText>,
+) -> ApiResult<Response> {
     standard_group(&app, input.group_id).await?;
     let keys = parse_limited(&input.keys_text)?;
     // Stored hashes plus those taken from this input: a repeat in the input is ignored too.
@@ -130,9 +132,8 @@ pub async fn add_multiple(app: Data<&Arc<App>>, req: &Request, body: Body) -> Ap
 pub async fn delete_multiple(
     app: Data<&Arc<App>>,
     req: &Request,
-    body: Body,
+    JsonBody(input): JsonBody<KeysText>,
 ) -> ApiResult<Response> {
-    let input: KeysText = parse_json(&read_body(body).await?)?;
     standard_group(&app, input.group_id).await?;
     let keys = parse_limited(&input.keys_text)?;
     let hashes: Vec<String> = keys.iter().map(|k| app.cipher.hash(k)).collect();
@@ -158,9 +159,8 @@ pub async fn delete_multiple(
 pub async fn restore_multiple(
     app: Data<&Arc<App>>,
     req: &Request,
-    body: Body,
+    JsonBody(input): JsonBody<KeysText>,
 ) -> ApiResult<Response> {
-    let input: KeysText = parse_json(&read_body(body).await?)?;
     standard_group(&app, input.group_id).await?;
     let keys = parse_limited(&input.keys_text)?;
     let hashes: HashSet<String> = keys.iter().map(|k| app.cipher.hash(k)).collect();
@@ -183,9 +183,8 @@ pub struct GroupOnly {
 pub async fn restore_all_invalid(
     app: Data<&Arc<App>>,
     req: &Request,
-    body: Body,
+    JsonBody(input): JsonBody<GroupOnly>,
 ) -> ApiResult<Response> {
-    let input: GroupOnly = parse_json(&read_body(body).await?)?;
     standard_group(&app, input.group_id).await?;
     let restored = restore(&app, input.group_id, |_| true).await?;
     Ok(counted(req, "success.keys_restored", restored))
@@ -228,9 +227,8 @@ async fn invalid_slots(
 pub async fn clear_all_invalid(
     app: Data<&Arc<App>>,
     req: &Request,
-    body: Body,
+    JsonBody(input): JsonBody<GroupOnly>,
 ) -> ApiResult<Response> {
-    let input: GroupOnly = parse_json(&read_body(body).await?)?;
     standard_group(&app, input.group_id).await?;
     let ids = invalid_slots(&app, input.group_id, |_| true)
         .await
@@ -243,8 +241,11 @@ pub async fn clear_all_invalid(
 }
 
 #[handler]
-pub async fn clear_all(app: Data<&Arc<App>>, req: &Request, body: Body) -> ApiResult<Response> {
-    let input: GroupOnly = parse_json(&read_body(body).await?)?;
+pub async fn clear_all(
+    app: Data<&Arc<App>>,
+    req: &Request,
+    JsonBody(input): JsonBody<GroupOnly>,
+) -> ApiResult<Response> {
     standard_group(&app, input.group_id).await?;
     let deleted = app.store.delete_keys_of_group(input.group_id).await?;
     forget_keys(&app, input.group_id, deleted.iter().copied().collect()).await;
@@ -283,10 +284,9 @@ pub async fn update_notes(
     app: Data<&Arc<App>>,
     req: &Request,
     Path(id): Path<String>,
-    body: Body,
+    JsonBody(input): JsonBody<NotesInput>,
 ) -> ApiResult<Response> {
     let id = parse_id(&id)?;
-    let input: NotesInput = parse_json(&read_body(body).await?)?;
     let notes = input.notes.trim();
     if notes.chars().count() > MAX_NOTES_CHARS {
         return Err(ApiError::validation(format!(

@@ -173,6 +173,20 @@ pub fn success_message(req: &Request) -> &'static str {
     i18n::t(Lang::of(req), "success")
 }
 
+/// A JSON request body, parsed by [`parse_json`]: handlers take `JsonBody(input): JsonBody<T>`
+/// and get v1's `INVALID_JSON` answer for free.
+pub struct JsonBody<T>(pub T);
+
+impl<'a, T: DeserializeOwned + Send> poem::FromRequest<'a> for JsonBody<T> {
+    async fn from_request(_req: &'a Request, body: &mut poem::RequestBody) -> poem::Result<Self> {
+        let bytes =
+            body.take()?.into_vec().await.map_err(|e| {
+                ApiError::bad_request(format!("could not read the request body: {e}"))
+            })?;
+        Ok(JsonBody(parse_json(&bytes)?))
+    }
+}
+
 /// Parses a JSON body; bad JSON is v1's `INVALID_JSON` 400. Every body of the API is an
 /// object: an array is refused too (serde would read `[…]` into a struct field by field).
 pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> ApiResult<T> {

@@ -5,12 +5,11 @@
 use std::sync::Arc;
 
 use poem::web::Data;
-use poem::{Body, Request, Response, handler};
+use poem::{Request, Response, handler};
 use serde_json::{Map, Value, json};
 use store::SettingRow;
 
-use super::groups::read_body;
-use super::{ApiError, ApiResult, ok, parse_json};
+use super::{ApiError, ApiResult, JsonBody, ok};
 use crate::app::App;
 use crate::i18n::{self, Lang};
 use crate::settings::{Category, Kind, SETTINGS, find, typed_value, validate_value};
@@ -73,8 +72,11 @@ pub async fn group_config_options(app: Data<&Arc<App>>, req: &Request) -> Respon
 }
 
 #[handler]
-pub async fn update(app: Data<&Arc<App>>, req: &Request, body: Body) -> ApiResult<Response> {
-    let input: Map<String, Value> = parse_json(&read_body(body).await?)?;
+pub async fn update(
+    app: Data<&Arc<App>>,
+    req: &Request,
+    JsonBody(input): JsonBody<Map<String, Value>>,
+) -> ApiResult<Response> {
     let mut rows = Vec::with_capacity(input.len());
     for (key, value) in &input {
         let def =

@@ -9,13 +9,12 @@ use std::time::Instant;
 use engine::keys::{KeySlot, KeyStatus};
 use poem::http::StatusCode;
 use poem::web::Data;
-use poem::{Body, Request, Response, handler};
+use poem::{Request, Response, handler};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::groups::read_body;
 use super::keys::parse_keys_text;
-use super::{ApiError, ApiResult, ok, parse_json};
+use super::{ApiError, ApiResult, JsonBody, ok};
 use crate::app::App;
 use crate::tasks::TaskKind;
 use crate::validation::{self, Plan};
@@ -49,9 +48,12 @@ pub struct ValidateGroupInput {
 /// Validates the given keys of a group now and updates their status; keys that are not in
 /// the group are reported, not validated.
 #[handler]
-pub async fn test_multiple(app: Data<&Arc<App>>, req: &Request, body: Body) -> ApiResult<Response> {
+pub async fn test_multiple(
+    app: Data<&Arc<App>>,
+    req: &Request,
+    JsonBody(input): JsonBody<TestInput>,
+) -> ApiResult<Response> {
     let started = Instant::now();
-    let input: TestInput = parse_json(&read_body(body).await?)?;
     let group_id = existing_group(&app, input.group_id).await?;
     let tokens = parse_keys_text(&input.keys_text);
     if tokens.len() > TEST_KEY_LIMIT {
@@ -99,9 +101,8 @@ pub async fn test_multiple(app: Data<&Arc<App>>, req: &Request, body: Body) -> A
 pub async fn validate_group(
     app: Data<&Arc<App>>,
     req: &Request,
-    body: Body,
+    JsonBody(input): JsonBody<ValidateGroupInput>,
 ) -> ApiResult<Response> {
-    let input: ValidateGroupInput = parse_json(&read_body(body).await?)?;
     let status = match input.status.as_deref().map(str::trim) {
         None | Some("") | Some("all") => None,
         Some("active") => Some(KeyStatus::Active),

@@ -1,0 +1,342 @@
+#!/usr/bin/env bash
+# gpt-load against other proxies in front of the same mock provider, in one run, with the
+# direct-to-mock baseline re-measured in that same run.
+#
+#   bench/compare.sh [--seconds N] [--llm-gateways] [--only "direct nginx gpt-load"]
+#
+# Contenders: `direct` (wrk straight at the mock), `nginx` (1 worker, upstream keepalive, two
+# upstream keys alternated by split_clients, access log on, proxy_buffering off), `gpt-load`
+# (release, ENGINE_THREADS=1, request logging on as by default). --llm-gateways also tries
+# LiteLLM's proxy (pip, bench/.venv), Portkey's gateway (npm) and TensorZero's gateway (PyPI);
+# one that cannot be installed or started is reported and skipped.
+#
+# Pinning: the proxy under test runs on core 0 (`taskset -c 0`); the mock, wrk and the SSE
+# client share core 1. So the direct row is wrk and the mock sharing one core, and a proxied row
+# can be limited by core 1 too: "proxy core busy" says how much of core 0 the proxy used.
+#
+# For each contender:
+#   - requests/s at 64 connections, 0 ms mock (wrk, N s, after a 2 s warm-up);
+#   - latency p50/p99 at 1 and 16 connections (wrk --latency, N s each);
+#   - SSE: 100 concurrent streams x 3 rounds, 20 chunks 20 ms apart (bench/sse_client.py):
+#     time to the first event and to [DONE], p50/p99;
+#   - CPU time per request: the proxy's utime+stime (/proc/PID/stat, whole process tree) over
+#     the 64-connection run, divided by the requests wrk counted;
+#   - RSS idle (VmRSS before any load) and peak (VmHWM after all load), process tree summed.
+# "added" = contender - direct from this run. Every request goes to 127.0.0.1.
+#
+# Prints markdown and saves it as bench/results/compare-<UTC date-time>.md.
+# Needs wrk, curl, python3 and taskset; installs nginx with apt if it is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+SECONDS_PER_RUN=10
+LLM_GATEWAYS=0
+ONLY=""
+while [ $# -gt 0 ]; do
+  case $1 in
+    --seconds) SECONDS_PER_RUN=$2; shift 2 ;;
+    --llm-gateways) LLM_GATEWAYS=1; shift ;;
+    --only) ONLY=$2; shift 2 ;;
+    -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
+    *) echo "unknown argument '$1' (see --help)" >&2; exit 2 ;;
+  esac
+done
+CONTENDERS="direct nginx gpt-load"
+[ "$LLM_GATEWAYS" = 1 ] && CONTENDERS="$CONTENDERS litellm portkey tensorzero"
+[ -n "$ONLY" ] && CONTENDERS=$ONLY
+
+for tool in wrk curl python3 taskset; do
+  command -v $tool >/dev/null || { echo "needs $tool (apt-get install $tool)" >&2; exit 1; }
+done
+[ "$(nproc)" -ge 2 ] || { echo "needs 2 cores: the proxy on core 0, mock and load on core 1" >&2; exit 1; }
+
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+cargo build --release --locked -p control -p mock-upstream >&2
+BIN=$CARGO_TARGET_DIR/release
+WORK=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; sleep 0.3; rm -rf "$WORK"' EXIT
+log() { echo "== $*" >&2; }
+
+MOCK_PORT=19290; NGINX_PORT=19291; GW_PORT=19292; LITELLM_PORT=19293; PORTKEY_PORT=19294; TZ_PORT=19295
+AUTH=sk-bench-admin-Kq2vB7nX4pLw9Tz
+CLIENT_KEY=sk-bench-client
+UPSTREAM_KEYS=(sk-upstream-aaaaaaaa1 sk-upstream-bbbbbbbb2)
+CLK_TCK=$(getconf CLK_TCK)
+
+# ---------------------------------------------------------------- process measurements
+
+# The root PID and all its descendants (nginx workers, uvicorn workers, node children).
+tree_pids() {
+  local pending=("$1") pid children all=()
+  for _ in $(seq 1 64); do # bounded: no proxy here has more than a handful of levels
+    [ ${#pending[@]} -eq 0 ] && break
+    pid=${pending[0]}; pending=("${pending[@]:1}")
+    [ -d /proc/$pid ] || continue
+    all+=("$pid")
+    children=$(cat /proc/$pid/task/*/children 2>/dev/null || true)
+    for c in $children; do pending+=("$c"); done
+  done
+  echo "${all[@]}"
+}
+# utime+stime in clock ticks, summed over the tree. Fields 14 and 15 of stat; the command name
+# (field 2) may hold spaces, so count from after its closing parenthesis.
+cpu_ticks() {
+  local total=0 pid
+  for pid in $(tree_pids "$1"); do
+    total=$((total + $(sed 's/.*) //' /proc/$pid/stat 2>/dev/null | awk '{print $12 + $13}' || echo 0)))
+  done
+  echo $total
+}
+# VmRSS or VmHWM in KiB, summed over the tree.
+mem_kib() { # root-pid VmRSS|VmHWM
+  local total=0 pid v
+  for pid in $(tree_pids "$1"); do
+    v=$(awk -v f="$2:" '$1==f {print $2}' /proc/$pid/status 2>/dev/null || true)
+    total=$((total + ${v:-0}))
+  done
+  echo $total
+}
+
+wait_http() { # url what log-file
+  for _ in $(seq 1 300); do curl -s -o /dev/null "$1" && return 0; sleep 0.1; done
+  echo "$2 did not answer on $1 within 30 s; its log:" >&2; tail -20 "$3" >&2 || true; return 1
+}
+
+# ---------------------------------------------------------------- load
+
+cat > "$WORK/post.lua" <<LUA
+wrk.method = "POST"
+wrk.body = '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}'
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer $CLIENT_KEY"
+LUA
+
+# wrk prints latencies as 812.00us, 1.23ms or 1.02s; micro-seconds as an integer.
+to_us() { awk '{v=$1; if (v ~ /us$/) m=1; else if (v ~ /ms$/) m=1000; else if (v ~ /s$/) m=1000000; else m=1; sub(/[a-z]+$/, "", v); printf "%d\n", v*m}' <<<"$1"; }
+
+# Runs wrk on core 1; sets W_RPS W_REQS W_P50 W_P99 (us) W_BAD (non-2xx + socket errors).
+run_wrk() { # connections seconds url
+  local out
+  out=$(taskset -c 1 wrk -t1 -c"$1" -d"$2s" --latency -s "$WORK/post.lua" "$3" 2>&1) || true
+  echo "$out" >> "$WORK/wrk.log"
+  W_RPS=$(awk '/Requests\/sec/ {printf "%d", $2}' <<<"$out")
+  W_REQS=$(awk '/requests in/ {print $1}' <<<"$out")
+  W_P50=$(to_us "$(awk '$1=="50%" {print $2}' <<<"$out")")
+  W_P99=$(to_us "$(awk '$1=="99%" {print $2}' <<<"$out")")
+  W_BAD=$(awk '/Non-2xx/ {n+=$NF} /Socket errors/ {gsub(/,/,""); n+=$4+$6+$8+$10} END {print n+0}' <<<"$out")
+  : "${W_RPS:=0}" "${W_REQS:=0}" "${W_P50:=0}" "${W_P99:=0}"
+}
+
+declare -A R # R[contender.metric]
+
+# Measures one running contender. pid is the proxy's root process ("" for direct).
+measure() { # name url pid
+  local name=$1 url=$2 pid=$3 t0 t1 sse
+  log "$name: $url"
+  [ -n "$pid" ] && R[$name.rss_idle]=$(mem_kib "$pid" VmRSS)
+  # A contender that cannot answer one request is skipped, not measured as zeros.
+  if ! curl -sf -o "$WORK/probe.json" "$url" -H "Authorization: Bearer $CLIENT_KEY" \
+      -H 'Content-Type: application/json' -d '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}'; then
+    echo "$name: a probe request to $url failed; skipped. Answer:" >&2
+    curl -s "$url" -H "Authorization: Bearer $CLIENT_KEY" -H 'Content-Type: application/json' \
+      -d '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}' >&2 || true
+    R[$name.skipped]="probe request failed"
+    return 0
+  fi
+  run_wrk 64 2 "$url" # warm-up: connection pools, JITs, allocator arenas
+  [ -n "$pid" ] && t0=$(cpu_ticks "$pid")
+  run_wrk 64 "$SECONDS_PER_RUN" "$url"
+  [ -n "$pid" ] && t1=$(cpu_ticks "$pid")
+  R[$name.rps]=$W_RPS; R[$name.bad]=$W_BAD
+  if [ -n "$pid" ] && [ "$W_REQS" -gt 0 ]; then
+    R[$name.cpu_us]=$(awk -v d=$((t1 - t0)) -v hz="$CLK_TCK" -v n="$W_REQS" 'BEGIN {printf "%.1f", d / hz * 1e6 / n}')
+    R[$name.busy]=$(awk -v d=$((t1 - t0)) -v hz="$CLK_TCK" -v s="$SECONDS_PER_RUN" 'BEGIN {printf "%d", d / hz / s * 100}')
+  fi
+  run_wrk 1 "$SECONDS_PER_RUN" "$url"
+  R[$name.c1_p50]=$W_P50; R[$name.c1_p99]=$W_P99; R[$name.bad]=$((R[$name.bad] + W_BAD))
+  run_wrk 16 "$SECONDS_PER_RUN" "$url"
+  R[$name.c16_p50]=$W_P50; R[$name.c16_p99]=$W_P99; R[$name.bad]=$((R[$name.bad] + W_BAD))
+  sse=$(taskset -c 1 python3 bench/sse_client.py "$url" --key "$CLIENT_KEY" --streams 100 --rounds 3 \
+    --chunks 20 --chunk-delay-ms 20 2>>"$WORK/sse.err" || true)
+  log "$name SSE: $sse"
+  for field in $sse; do R[$name.sse_${field%%=*}]=${field#*=}; done
+  [ -n "$pid" ] && R[$name.rss_peak]=$(mem_kib "$pid" VmHWM)
+  return 0
+}
+
+# ---------------------------------------------------------------- contenders
+
+start_mock() {
+  taskset -c 1 "$BIN/mock-upstream" --port $MOCK_PORT > "$WORK/mock.out" 2>&1 &
+  MOCK_PID=$!
+  for _ in $(seq 1 100); do grep -q listening "$WORK/mock.out" 2>/dev/null && return 0; sleep 0.1; done
+  echo "mock-upstream did not start:" >&2; cat "$WORK/mock.out" >&2; exit 1
+}
+
+install_nginx() {
+  command -v nginx >/dev/null && return 0
+  log "installing nginx (apt; the system service is not started by this script)"
+  { apt-get update -qq && { apt-get install -y -qq nginx-light || apt-get install -y -qq nginx; }; } \
+    > "$WORK/apt.log" 2>&1 || { echo "nginx install failed:" >&2; tail -5 "$WORK/apt.log" >&2; return 1; }
+}
+
+# nginx as a foreground process with its own config and prefix; two upstream keys alternated,
+# as a gateway with a two-key pool would.
+start_nginx() {
+  install_nginx || return 1
+  local dir=$WORK/nginx
+  mkdir -p "$dir/tmp"
+  cat > "$dir/nginx.conf" <<NGINX
+daemon off;
+user root;
+worker_processes 1;
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log $dir/access.log;
+  client_body_temp_path $dir/tmp/body; proxy_temp_path $dir/tmp/proxy;
+  fastcgi_temp_path $dir/tmp/fastcgi; uwsgi_temp_path $dir/tmp/uwsgi; scgi_temp_path $dir/tmp/scgi;
+  split_clients "\${msec}\${connection}\${connection_requests}" \$upstream_key {
+    50% "Bearer ${UPSTREAM_KEYS[0]}";
+    *   "Bearer ${UPSTREAM_KEYS[1]}";
+  }
+  upstream mock { server 127.0.0.1:$MOCK_PORT; keepalive 128; }
+  server {
+    listen 127.0.0.1:$NGINX_PORT;
+    location / {
+      proxy_pass http://mock;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Authorization \$upstream_key;
+      proxy_buffering off;
+    }
+  }
+}
+NGINX
+  taskset -c 0 nginx -p "$dir" -c "$dir/nginx.conf" > "$dir/stdout.log" 2>&1 &
+  PROXY_PID=$!
+  wait_http "http://127.0.0.1:$NGINX_PORT/" nginx "$dir/error.log" || return 1
+  PROXY_URL=http://127.0.0.1:$NGINX_PORT/v1/chat/completions
+}
+
+start_gpt_load() {
+  mkdir -p "$WORK/gpt-load"
+  (cd "$WORK/gpt-load" && AUTH_KEY=$AUTH HOST=127.0.0.1 PORT=$GW_PORT ENGINE_THREADS=1 \
+    MAX_CONCURRENT_REQUESTS=100000 LOG_LEVEL=info exec taskset -c 0 "$BIN/gpt-load" 2> "$WORK/gpt-load/err.log") &
+  PROXY_PID=$!
+  wait_http "http://127.0.0.1:$GW_PORT/health" gpt-load "$WORK/gpt-load/err.log" || return 1
+  local api="http://127.0.0.1:$GW_PORT"
+  curl -sf "$api/api/groups" -H "Authorization: Bearer $AUTH" -o /dev/null -d '{"name":"bench","channel_type":"openai","test_model":"m","upstreams":[{"url":"http://127.0.0.1:'$MOCK_PORT'","weight":1}],"proxy_keys":"'$CLIENT_KEY'"}'
+  curl -sf "$api/api/keys/add-multiple" -H "Authorization: Bearer $AUTH" -o /dev/null \
+    -d '{"group_id":1,"keys_text":"'"${UPSTREAM_KEYS[0]}\\n${UPSTREAM_KEYS[1]}"'"}'
+  PROXY_URL=$api/proxy/bench/v1/chat/completions
+}
+
+stop_proxy() {
+  [ -n "${PROXY_PID:-}" ] || return 0
+  local pids; pids=$(tree_pids "$PROXY_PID")
+  kill $pids 2>/dev/null || true
+  for _ in $(seq 1 50); do kill -0 "$PROXY_PID" 2>/dev/null || break; sleep 0.1; done
+  kill -9 $pids 2>/dev/null || true
+  wait "$PROXY_PID" 2>/dev/null || true
+  PROXY_PID=""
+}
+
+# Optional contenders live in bench/compare-gateways.sh (sourced when present): each defines
+# start_<name> that sets PROXY_PID and PROXY_URL, or returns non-zero after saying why.
+[ -f bench/compare-gateways.sh ] && . bench/compare-gateways.sh
+
+# ---------------------------------------------------------------- run
+
+start_mock
+log "mock-upstream on core 1 (pid $MOCK_PID); proxies on core 0; wrk and the SSE client on core 1"
+for name in $CONTENDERS; do
+  PROXY_PID=""; PROXY_URL=""
+  if [ "$name" = direct ]; then
+    measure direct "http://127.0.0.1:$MOCK_PORT/v1/chat/completions" ""
+    continue
+  fi
+  starter=start_${name//-/_}
+  if ! declare -F "$starter" >/dev/null; then
+    R[$name.skipped]="no $starter in this script"; continue
+  fi
+  if "$starter"; then
+    sleep 1 # let start-up work (migrations, JIT, imports) settle before the idle RSS reading
+    measure "$name" "$PROXY_URL" "$PROXY_PID"
+  else
+    R[$name.skipped]=${SKIP_REASON:-"did not start (see messages above)"}
+  fi
+  stop_proxy
+done
+
+# ---------------------------------------------------------------- report
+
+num() { echo "${R[$1]:-}"; }
+ms() { awk -v v="$1" 'BEGIN {if (v == "") print "—"; else printf "%.1f", v / 1000}'; }
+mib() { awk -v v="$1" 'BEGIN {if (v == "") print "—"; else printf "%.1f", v / 1024}'; }
+added() { # name metric → contender - direct, in us
+  local a b; a=$(num "$1.$2"); b=$(num "direct.$2")
+  [ -n "$a" ] && [ -n "$b" ] && echo $((a - b)) || echo ""
+}
+ratio() { # ours theirs → ours/theirs, 2 decimals; "n/a" when either is missing or theirs <= 0
+  awk -v a="$1" -v b="$2" 'BEGIN {if (a == "" || b == "" || b + 0 <= 0) print "n/a"; else printf "%.2f", a / b}'
+}
+or_dash() { [ -n "$1" ] && echo "$1" || echo "—"; }
+
+STAMP=$(date -u +%Y-%m-%dT%H%M%SZ)
+OUT=bench/results/compare-$STAMP.md
+mkdir -p bench/results
+{
+  echo "# gpt-load vs other proxies, $(date -u '+%Y-%m-%d %H:%M UTC')"
+  echo
+  echo "Machine: $(nproc) cores ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)), $(uname -r)."
+  echo "The proxy under test is pinned to core 0; the mock (1 thread), wrk (1 thread) and the SSE client share core 1."
+  echo "wrk runs of ${SECONDS_PER_RUN}s; mock answers at once (0 ms). SSE: 100 concurrent streams x 3 rounds, 20 chunks 20 ms apart."
+  echo "nginx $(nginx -v 2>&1 | sed 's/.*nginx\///'), gpt-load $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?') (ENGINE_THREADS=1, logging on)."
+  echo
+  echo "## Measured"
+  echo
+  echo "| contender | req/s @64 | proxy core busy | CPU µs/req | c=1 p50 / p99 (ms) | c=16 p50 / p99 (ms) | SSE first event p50 / p99 (ms) | SSE whole stream p50 / p99 (ms) | RSS idle / peak (MiB) | errors |"
+  echo "|---|---|---|---|---|---|---|---|---|---|"
+  for n in $CONTENDERS; do
+    if [ -n "${R[$n.skipped]:-}" ]; then echo "| $n | skipped: ${R[$n.skipped]} |||||||||"; continue; fi
+    echo "| $n | $(or_dash "$(num $n.rps)") | $(or_dash "$(num $n.busy)")${R[$n.busy]:+%} | $(or_dash "$(num $n.cpu_us)") \
+| $(ms "$(num $n.c1_p50)") / $(ms "$(num $n.c1_p99)") | $(ms "$(num $n.c16_p50)") / $(ms "$(num $n.c16_p99)") \
+| $(ms "$(num $n.sse_ttfb_p50)") / $(ms "$(num $n.sse_ttfb_p99)") | $(ms "$(num $n.sse_total_p50)") / $(ms "$(num $n.sse_total_p99)") \
+| $(mib "$(num $n.rss_idle)") / $(mib "$(num $n.rss_peak)") | $(num $n.bad) non-2xx, $(or_dash "$(num $n.sse_failed)") SSE failed |"
+  done
+  echo
+  echo "## Added over direct (same run), ms"
+  echo
+  echo "| contender | req/s, % of direct | c=1 p50 / p99 | c=16 p50 / p99 | SSE first event p50 / p99 | SSE whole stream p50 / p99 |"
+  echo "|---|---|---|---|---|---|"
+  for n in $CONTENDERS; do
+    [ "$n" = direct ] && continue
+    [ -n "${R[$n.skipped]:-}" ] && continue
+    echo "| $n | $(awk -v a="$(num $n.rps)" -v b="$(num direct.rps)" 'BEGIN {if (b > 0) printf "%d%%", a * 100 / b; else print "—"}') \
+| $(ms "$(added $n c1_p50)") / $(ms "$(added $n c1_p99)") | $(ms "$(added $n c16_p50)") / $(ms "$(added $n c16_p99)") \
+| $(ms "$(added $n sse_ttfb_p50)") / $(ms "$(added $n sse_ttfb_p99)") | $(ms "$(added $n sse_total_p50)") / $(ms "$(added $n sse_total_p99)") |"
+  done
+  echo
+  echo "## Ratios, ours / theirs"
+  echo
+  echo "Above 1 is better for req/s; below 1 is better for everything else. Added latency ratios are n/a when theirs is ≤ 0 (within noise of direct)."
+  echo
+  echo "| ratio | req/s @64 | CPU µs/req | added c=1 p50 / p99 | added c=16 p50 / p99 | added SSE first event p50 / p99 | RSS idle / peak |"
+  echo "|---|---|---|---|---|---|---|"
+  ours=gpt-load
+  for n in $CONTENDERS; do
+    case $n in direct|"$ours") continue ;; esac
+    [ -n "${R[$n.skipped]:-}" ] && continue
+    [ -n "${R[$ours.skipped]:-}" ] && continue
+    echo "| ours / $n | $(ratio "$(num $ours.rps)" "$(num $n.rps)") | $(ratio "$(num $ours.cpu_us)" "$(num $n.cpu_us)") \
+| $(ratio "$(added $ours c1_p50)" "$(added $n c1_p50)") / $(ratio "$(added $ours c1_p99)" "$(added $n c1_p99)") \
+| $(ratio "$(added $ours c16_p50)" "$(added $n c16_p50)") / $(ratio "$(added $ours c16_p99)" "$(added $n c16_p99)") \
+| $(ratio "$(added $ours sse_ttfb_p50)" "$(added $n sse_ttfb_p50)") / $(ratio "$(added $ours sse_ttfb_p99)" "$(added $n sse_ttfb_p99)") \
+| $(ratio "$(num $ours.rss_idle)" "$(num $n.rss_idle)") / $(ratio "$(num $ours.rss_peak)" "$(num $n.rss_peak)") |"
+  done
+} > "$OUT"
+cat "$OUT"
+echo
+echo "saved to $OUT"
