@@ -73,7 +73,7 @@ tree_pids() {
     pid=${pending[0]}; pending=("${pending[@]:1}")
     [ -d /proc/$pid ] || continue
     all+=("$pid")
-    children=$(cat /proc/$pid/task/*/children 2>/dev/null || true)
+    children=$(pgrep -P "$pid" 2>/dev/null || true)
     for c in $children; do pending+=("$c"); done
   done
   echo "${all[@]}"
@@ -153,9 +153,9 @@ measure() { # name url pid
     R[$name.busy]=$(awk -v d=$((t1 - t0)) -v hz="$CLK_TCK" -v s="$SECONDS_PER_RUN" 'BEGIN {printf "%d", d / hz / s * 100}')
   fi
   run_wrk 1 "$SECONDS_PER_RUN" "$url"
-  R[$name.c1_p50]=$W_P50; R[$name.c1_p99]=$W_P99; R[$name.bad]=$((R[$name.bad] + W_BAD))
+  R[$name.c1_p50]=$W_P50; R[$name.c1_p99]=$W_P99; R[$name.bad]=$((${R[$name.bad]} + W_BAD))
   run_wrk 16 "$SECONDS_PER_RUN" "$url"
-  R[$name.c16_p50]=$W_P50; R[$name.c16_p99]=$W_P99; R[$name.bad]=$((R[$name.bad] + W_BAD))
+  R[$name.c16_p50]=$W_P50; R[$name.c16_p99]=$W_P99; R[$name.bad]=$((${R[$name.bad]} + W_BAD))
   sse=$(taskset -c 1 python3 bench/sse_client.py "$url" --key "$CLIENT_KEY" --streams 100 --rounds 3 \
     --chunks 20 --chunk-delay-ms 20 2>>"$WORK/sse.err" || true)
   log "$name SSE: $sse"
@@ -227,9 +227,11 @@ start_gpt_load() {
   PROXY_PID=$!
   wait_http "http://127.0.0.1:$GW_PORT/health" gpt-load "$WORK/gpt-load/err.log" || return 1
   local api="http://127.0.0.1:$GW_PORT"
-  curl -sf "$api/api/groups" -H "Authorization: Bearer $AUTH" -o /dev/null -d '{"name":"bench","channel_type":"openai","test_model":"m","upstreams":[{"url":"http://127.0.0.1:'$MOCK_PORT'","weight":1}],"proxy_keys":"'$CLIENT_KEY'"}'
+  curl -sf "$api/api/groups" -H "Authorization: Bearer $AUTH" -o /dev/null -d '{"name":"bench","channel_type":"openai","test_model":"m","upstreams":[{"url":"http://127.0.0.1:'$MOCK_PORT'","weight":1}],"proxy_keys":"'$CLIENT_KEY'"}' \
+    || { echo "gpt-load: creating the group failed" >&2; return 1; }
   curl -sf "$api/api/keys/add-multiple" -H "Authorization: Bearer $AUTH" -o /dev/null \
-    -d '{"group_id":1,"keys_text":"'"${UPSTREAM_KEYS[0]}\\n${UPSTREAM_KEYS[1]}"'"}'
+    -d '{"group_id":1,"keys_text":"'"${UPSTREAM_KEYS[0]}\\n${UPSTREAM_KEYS[1]}"'"}' \
+    || { echo "gpt-load: adding the keys failed" >&2; return 1; }
   PROXY_URL=$api/proxy/bench/v1/chat/completions
 }
 

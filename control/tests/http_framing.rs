@@ -246,3 +246,72 @@ async fn admin_routes_are_served_through_the_engine_port() {
         .expect("request");
     assert_eq!(unauthenticated.status(), 401);
 }
+
+/// Uploads above 1 MiB are streamed to the control plane, not buffered on the shard: a real
+/// key import goes through whole, and an unauthenticated one is refused without the gateway
+/// reading its body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_admin_bodies_are_streamed_to_the_control_plane() {
+    let server = Server::start().await;
+    let id = server
+        .create_group("big", "openai", "http://127.0.0.1:9", serde_json::json!({}))
+        .await;
+    let keys: Vec<String> = (0..40_000)
+        .map(|i| format!("sk-streamed-upload-key-{i:08}"))
+        .collect();
+    let body = serde_json::json!({"group_id": id, "keys_text": keys.join("\n")}).to_string();
+    assert!(body.len() > 1024 * 1024, "{} bytes", body.len());
+    let (status, resp) = server
+        .api_text("POST", "/api/keys/add-multiple", &body)
+        .await;
+    // add-multiple takes at most 5,000 keys: the control plane read the whole body to say so.
+    assert_eq!(status, 400, "{resp}");
+
+    let response = server
+        .client
+        .post(server.url("/api/keys/add-async"))
+        .bearer_auth(common::AUTH_KEY)
+        .header("content-type", "application/json")
+        .body(body.clone())
+        .send()
+        .await
+        .expect("upload");
+    assert_eq!(response.status(), 200);
+    let done = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let (_, status) = server.api("GET", "/api/tasks/status", None).await;
+            if status["data"]["is_running"] == false && status["data"]["result"].is_object() {
+                return status["data"]["result"]["added_count"].clone();
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("import finished");
+    assert_eq!(done, 40_000);
+
+    // Without AUTH_KEY the control plane answers 401 before reading: the client learns it at
+    // once and the gateway never holds the upload.
+    let (text, closed) = raw_exchange_closed(
+        server.port,
+        format!(
+            "POST /api/keys/add-async HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{{\"group_id\":",
+            50 * 1024 * 1024
+        )
+        .as_bytes(),
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(text.starts_with("HTTP/1.1 401"), "{text}");
+    assert!(
+        closed,
+        "a half-sent body leaves the connection unusable: it is closed"
+    );
+    let health = server
+        .client
+        .get(server.url("/health"))
+        .send()
+        .await
+        .expect("health");
+    assert_eq!(health.status(), 200);
+}

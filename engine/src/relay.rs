@@ -4,10 +4,11 @@
 use std::rc::Rc;
 
 use crate::forward::{copy_response_headers, exchange_head, respond_framing};
+use crate::http::ResponseHead;
 use crate::http::{RequestHead, is_hop_by_hop, write_header, write_status_line};
 use crate::server::Shard;
 use crate::server::respond::Client;
-use crate::upstream::{BodyReader, Conn, UpstreamError};
+use crate::upstream::{BodyReader, Conn, UpstreamError, read_response_head};
 
 /// Header through which the control plane learns the client's address.
 pub const CLIENT_IP_HEADER: &str = "x-gpt-load-client-ip";
@@ -30,7 +31,7 @@ pub async fn relay(shard: &Rc<Shard>, client: &mut Client, head: &RequestHead, b
             Err(e) => Err(e),
         };
     }
-    let (mut conn, response) = match result {
+    let (conn, response) = match result {
         Ok(pair) => pair,
         Err(e) => {
             tracing::error!(error = %e, "control plane unreachable");
@@ -40,6 +41,55 @@ pub async fn relay(shard: &Rc<Shard>, client: &mut Client, head: &RequestHead, b
             return;
         }
     };
+    send_back(shard, client, conn, response).await;
+}
+
+/// Relays a request whose large body (an upload, e.g. a key file) is streamed to the control
+/// plane as it arrives instead of being buffered on the shard: the shard never holds it whole,
+/// and the control plane can refuse it (401, 413) before it is all sent.
+pub async fn relay_streamed(shard: &Rc<Shard>, client: &mut Client, head: &RequestHead, len: u64) {
+    // A fresh connection: a streamed body cannot be replayed on a retry.
+    let Ok(mut conn) = Conn::connect_unix(&shard.config.control_socket).await else {
+        return unavailable(client).await;
+    };
+    if conn
+        .write_all(request_head(head, client, len))
+        .await
+        .is_err()
+    {
+        return unavailable(client).await;
+    }
+    if crate::server::conn::pipe_body(shard, client, head, len, &mut conn)
+        .await
+        .is_err()
+    {
+        // The client's body was not read to its end: this connection cannot carry another
+        // request. The control plane may still have answered (it may refuse before reading).
+        client.keep_alive = false;
+    }
+    let was_head = head.method.as_ref() == "HEAD";
+    let response = monoio::time::timeout(
+        shard.config.write_timeout,
+        read_response_head(&mut conn, was_head),
+    )
+    .await;
+    match response {
+        Ok(Ok(response)) => send_back(shard, client, conn, response).await,
+        _ => unavailable(client).await,
+    }
+}
+
+/// 502 and close: the control plane could not be reached or did not answer.
+async fn unavailable(client: &mut Client) {
+    client.keep_alive = false;
+    let _ = client
+        .send_error(502, "BAD_GATEWAY", "control plane unavailable", &[])
+        .await;
+}
+
+/// Streams the control plane's response back to the client; keeps the connection for reuse
+/// when it ended cleanly.
+async fn send_back(shard: &Rc<Shard>, client: &mut Client, mut conn: Conn, response: ResponseHead) {
     let mut out = Vec::with_capacity(512);
     write_status_line(&mut out, response.status);
     copy_response_headers(&mut out, &response, false, client.cors_origin.is_some());
@@ -77,7 +127,15 @@ pub async fn relay(shard: &Rc<Shard>, client: &mut Client, head: &RequestHead, b
 }
 
 fn build_request(head: &RequestHead, client: &Client, body: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(512 + body.len());
+    let mut out = request_head(head, client, body.len() as u64);
+    out.extend_from_slice(body);
+    out
+}
+
+/// The request head for the control plane: the client's headers minus hop-by-hop ones, the
+/// client's address, and the body's length.
+fn request_head(head: &RequestHead, client: &Client, content_length: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(512);
     out.extend_from_slice(head.method.as_bytes());
     out.push(b' ');
     out.extend_from_slice(head.target.as_bytes());
@@ -103,9 +161,8 @@ fn build_request(head: &RequestHead, client: &Client, body: &[u8]) -> Vec<u8> {
     write_header(
         &mut out,
         "Content-Length",
-        body.len().to_string().as_bytes(),
+        content_length.to_string().as_bytes(),
     );
     out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(body);
     out
 }

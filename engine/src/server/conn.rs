@@ -54,6 +54,19 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: std::net::SocketAd
             .cors
             .as_ref()
             .and_then(|c| c.allow(head.header("origin")));
+        if let Some(len) = streamed_relay(&client, &head) {
+            if len > shard.config.max_admin_body {
+                return reject(&shard, &mut client, 413, "request body too large").await;
+            }
+            shard.active.set(shard.active.get() + 1);
+            let relay = crate::relay::relay_streamed(&shard, &mut client, &head, len);
+            let handled = monoio::time::timeout(shard.config.write_timeout, relay).await;
+            shard.active.set(shard.active.get() - 1);
+            if handled.is_err() || !client.keep_alive {
+                return;
+            }
+            continue;
+        }
         let body = match read_body(&shard, &mut client, &head).await {
             Ok(body) => body,
             Err(ReadError::Closed) => return,
@@ -166,6 +179,67 @@ async fn read_head(shard: &Shard, client: &mut Client) -> Result<RequestHead, Re
 
 fn reason_of(e: &HeadError) -> &'static str {
     e.reason()
+}
+
+/// Admin bodies above this are streamed to the control plane rather than buffered.
+const STREAM_RELAY_THRESHOLD: u64 = 1024 * 1024;
+
+/// The body length of a request to relay streamed: a large, length-framed body of a route the
+/// control plane serves (a CORS preflight is answered here, so it never qualifies).
+fn streamed_relay(client: &Client, head: &RequestHead) -> Option<u64> {
+    let BodyFraming::Length(len) = head.framing else {
+        return None;
+    };
+    let preflight = client.cors.is_some() && head.method.as_ref() == "OPTIONS";
+    let relayed = match proxy_target(&head.target) {
+        None => true,
+        Some(t) => t.path == "/api/integration/info",
+    };
+    (len > STREAM_RELAY_THRESHOLD && relayed && !preflight).then_some(len)
+}
+
+/// Why piping a body stopped early.
+#[derive(Debug)]
+pub(crate) enum PipeError {
+    Client,
+    Control,
+}
+
+/// Copies a length-framed request body from the client to `conn` as it arrives, within the
+/// read timeout.
+pub(crate) async fn pipe_body(
+    shard: &Shard,
+    client: &mut Client,
+    head: &RequestHead,
+    len: u64,
+    conn: &mut crate::upstream::Conn,
+) -> Result<(), PipeError> {
+    send_continue(client, head)
+        .await
+        .map_err(|_| PipeError::Client)?;
+    let deadline = Instant::now() + shard.config.read_timeout;
+    let mut remaining = len;
+    loop {
+        let take = remaining.min(client.buf.len() as u64) as usize;
+        if take > 0 {
+            let rest = client.buf.split_off(take);
+            let chunk = std::mem::replace(&mut client.buf, rest);
+            conn.write_all(chunk)
+                .await
+                .map_err(|_| PipeError::Control)?;
+            remaining -= take as u64;
+        }
+        if remaining == 0 {
+            return Ok(());
+        }
+        // The control plane may answer before the body is in (401, 413): stop sending then.
+        let read = std::pin::pin!(read_before(shard, client, deadline));
+        let answered = std::pin::pin!(conn.readable());
+        match futures_util::future::select(read, answered).await {
+            futures_util::future::Either::Left((read, _)) => read.map_err(|_| PipeError::Client)?,
+            futures_util::future::Either::Right(_) => return Err(PipeError::Control),
+        }
+    }
 }
 
 /// Reads the whole request body (buffered: retries resend it and the model is routed on).

@@ -236,6 +236,19 @@ impl Conn {
         result.map(|_| ())
     }
 
+    /// Resolves when the peer has sent something (or closed): used to notice an early answer
+    /// while a request body is still being streamed. Never resolves for TLS connections, whose
+    /// readable bytes may be records rather than response data.
+    pub async fn readable(&self) {
+        // An error is the peer's close, which counts as "something to read": the next read
+        // reports it.
+        let _ = match &self.io {
+            Io::Plain(s) => s.readable(false).await,
+            Io::Unix(s) => s.readable(false).await,
+            Io::Tls(_) | Io::TlsInTls(_) => std::future::pending().await,
+        };
+    }
+
     /// Whether an idle connection still looks usable: the peer has not closed it and, for plain
     /// HTTP, has not sent anything unasked. A cheap non-blocking peek, no await.
     pub fn looks_alive(&self) -> bool {
