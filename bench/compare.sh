@@ -18,7 +18,8 @@
 #   - requests/s at 64 connections, 0 ms mock (wrk, N s, after a 2 s warm-up);
 #   - latency p50/p99 at 1 and 16 connections (wrk --latency, N s each);
 #   - SSE: 100 concurrent streams x 3 rounds, 20 chunks 20 ms apart (bench/sse_client.py):
-#     time to the first event and to [DONE], p50/p99;
+#     time to the first event and to [DONE], p50/p99, and the largest pause within a stream
+#     (p99 over streams; the mock pauses 20 ms, so the excess is the inter-chunk delay added);
 #   - CPU time per request: the proxy's utime+stime (/proc/PID/stat, whole process tree) over
 #     the 64-connection run, divided by the requests wrk counted;
 #   - RSS idle (VmRSS before any load) and peak (VmHWM after all load), process tree summed.
@@ -57,7 +58,7 @@ WORK=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; sleep 0.3; rm -rf "$WORK"' EXIT
 log() { echo "== $*" >&2; }
 
-MOCK_PORT=19290; NGINX_PORT=19291; GW_PORT=19292; LITELLM_PORT=19293; PORTKEY_PORT=19294; TZ_PORT=19295
+MOCK_PORT=19290; NGINX_PORT=19291; GW_PORT=19292; LITELLM_PORT=19293; PORTKEY_PORT=19294 # TensorZero picks its own
 AUTH=sk-bench-admin-Kq2vB7nX4pLw9Tz
 CLIENT_KEY=sk-bench-client
 UPSTREAM_KEYS=(sk-upstream-aaaaaaaa1 sk-upstream-bbbbbbbb2)
@@ -104,12 +105,22 @@ wait_http() { # url what log-file
 
 # ---------------------------------------------------------------- load
 
-cat > "$WORK/post.lua" <<LUA
-wrk.method = "POST"
-wrk.body = '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}'
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer $CLIENT_KEY"
-LUA
+# The wrk script for the contender about to be measured: the same body and client key for all,
+# plus PROXY_HEADERS ("Name: value" each) for a gateway that is configured per request.
+PROXY_HEADERS=(); PROXY_MODEL=gpt-4o-mini; PROXY_SSE_MODEL=gpt-4o-mini
+body() { echo '{"model":"'"$PROXY_MODEL"'","messages":[{"role":"user","content":"hi"}]}'; }
+write_lua() {
+  {
+    echo 'wrk.method = "POST"'
+    echo "wrk.body = '$(body)'"
+    echo 'wrk.headers["Content-Type"] = "application/json"'
+    echo "wrk.headers[\"Authorization\"] = \"Bearer $CLIENT_KEY\""
+    local header
+    for header in "${PROXY_HEADERS[@]}"; do
+      echo "wrk.headers[ [==[${header%%:*}]==] ] = [==[${header#*: }]==]"
+    done
+  } > "$WORK/post.lua"
+}
 
 # wrk prints latencies as 812.00us, 1.23ms or 1.02s; micro-seconds as an integer.
 to_us() { awk '{v=$1; if (v ~ /us$/) m=1; else if (v ~ /ms$/) m=1000; else if (v ~ /s$/) m=1000000; else m=1; sub(/[a-z]+$/, "", v); printf "%d\n", v*m}' <<<"$1"; }
@@ -128,18 +139,21 @@ run_wrk() { # connections seconds url
 }
 
 declare -A R # R[contender.metric]
+VERSIONS="" # ", name version (how it ran)" for each gateway started, for the report
 
 # Measures one running contender. pid is the proxy's root process ("" for direct).
 measure() { # name url pid
-  local name=$1 url=$2 pid=$3 t0 t1 sse
+  local name=$1 url=$2 pid=$3 t0 t1 sse header curl_headers=() sse_headers=()
   log "$name: $url"
+  write_lua
+  for header in "${PROXY_HEADERS[@]}"; do curl_headers+=(-H "$header"); sse_headers+=(--header "$header"); done
   [ -n "$pid" ] && R[$name.rss_idle]=$(mem_kib "$pid" VmRSS)
   # A contender that cannot answer one request is skipped, not measured as zeros.
-  if ! curl -sf -o "$WORK/probe.json" "$url" -H "Authorization: Bearer $CLIENT_KEY" \
-      -H 'Content-Type: application/json' -d '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}'; then
+  if ! curl -sf -o "$WORK/probe.json" "$url" -H "Authorization: Bearer $CLIENT_KEY" "${curl_headers[@]}" \
+      -H 'Content-Type: application/json' -d "$(body)"; then
     echo "$name: a probe request to $url failed; skipped. Answer:" >&2
-    curl -s "$url" -H "Authorization: Bearer $CLIENT_KEY" -H 'Content-Type: application/json' \
-      -d '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}' >&2 || true
+    curl -s "$url" -H "Authorization: Bearer $CLIENT_KEY" "${curl_headers[@]}" -H 'Content-Type: application/json' \
+      -d "$(body)" >&2 || true
     R[$name.skipped]="probe request failed"
     return 0
   fi
@@ -157,7 +171,8 @@ measure() { # name url pid
   run_wrk 16 "$SECONDS_PER_RUN" "$url"
   R[$name.c16_p50]=$W_P50; R[$name.c16_p99]=$W_P99; R[$name.bad]=$((${R[$name.bad]} + W_BAD))
   sse=$(taskset -c 1 python3 bench/sse_client.py "$url" --key "$CLIENT_KEY" --streams 100 --rounds 3 \
-    --chunks 20 --chunk-delay-ms 20 2>>"$WORK/sse.err" || true)
+    --model "$PROXY_SSE_MODEL" --chunks 20 --chunk-delay-ms 20 "${sse_headers[@]}" 2>>"$WORK/sse.err" || true)
+  [ -s "$WORK/sse.err" ] && { echo "$name SSE errors:" >&2; head -3 "$WORK/sse.err" >&2; : > "$WORK/sse.err"; }
   log "$name SSE: $sse"
   for field in $sse; do R[$name.sse_${field%%=*}]=${field#*=}; done
   [ -n "$pid" ] && R[$name.rss_peak]=$(mem_kib "$pid" VmHWM)
@@ -217,6 +232,7 @@ NGINX
   taskset -c 0 nginx -p "$dir" -c "$dir/nginx.conf" > "$dir/stdout.log" 2>&1 &
   PROXY_PID=$!
   wait_http "http://127.0.0.1:$NGINX_PORT/" nginx "$dir/error.log" || return 1
+  VERSIONS+=" nginx $(nginx -v 2>&1 | sed 's/.*nginx\///') (1 worker, access log on, proxy_buffering off),"
   PROXY_URL=http://127.0.0.1:$NGINX_PORT/v1/chat/completions
 }
 
@@ -254,7 +270,8 @@ stop_proxy() {
 start_mock
 log "mock-upstream on core 1 (pid $MOCK_PID); proxies on core 0; wrk and the SSE client on core 1"
 for name in $CONTENDERS; do
-  PROXY_PID=""; PROXY_URL=""
+  PROXY_PID=""; PROXY_URL=""; PROXY_HEADERS=(); SKIP_REASON=""
+  PROXY_MODEL=gpt-4o-mini; PROXY_SSE_MODEL=gpt-4o-mini
   if [ "$name" = direct ]; then
     measure direct "http://127.0.0.1:$MOCK_PORT/v1/chat/completions" ""
     continue
@@ -275,14 +292,15 @@ done
 # ---------------------------------------------------------------- report
 
 num() { echo "${R[$1]:-}"; }
-ms() { awk -v v="$1" 'BEGIN {if (v == "") print "—"; else printf "%.1f", v / 1000}'; }
+ms() { awk -v v="$1" 'BEGIN {if (v == "") print "—"; else printf "%.2f", v / 1000}'; }
+us() { [ -n "$1" ] && echo "$1" || echo "—"; }
 mib() { awk -v v="$1" 'BEGIN {if (v == "") print "—"; else printf "%.1f", v / 1024}'; }
 added() { # name metric → contender - direct, in us
   local a b; a=$(num "$1.$2"); b=$(num "direct.$2")
   [ -n "$a" ] && [ -n "$b" ] && echo $((a - b)) || echo ""
 }
-ratio() { # ours theirs → ours/theirs, 2 decimals; "n/a" when either is missing or theirs <= 0
-  awk -v a="$1" -v b="$2" 'BEGIN {if (a == "" || b == "" || b + 0 <= 0) print "n/a"; else printf "%.2f", a / b}'
+ratio() { # ours theirs → ours/theirs, 3 significant digits; "n/a" when either is missing or theirs <= 0
+  awk -v a="$1" -v b="$2" 'BEGIN {if (a == "" || b == "" || b + 0 <= 0) print "n/a"; else printf "%.3g", a / b}'
 }
 or_dash() { [ -n "$1" ] && echo "$1" || echo "—"; }
 
@@ -295,30 +313,30 @@ mkdir -p bench/results
   echo "Machine: $(nproc) cores ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)), $(uname -r)."
   echo "The proxy under test is pinned to core 0; the mock (1 thread), wrk (1 thread) and the SSE client share core 1."
   echo "wrk runs of ${SECONDS_PER_RUN}s; mock answers at once (0 ms). SSE: 100 concurrent streams x 3 rounds, 20 chunks 20 ms apart."
-  echo "nginx $(nginx -v 2>&1 | sed 's/.*nginx\///'), gpt-load $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?') (ENGINE_THREADS=1, logging on)."
+  echo "Versions: gpt-load $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?') (ENGINE_THREADS=1, request logging on),${VERSIONS%,}."
   echo
   echo "## Measured"
   echo
-  echo "| contender | req/s @64 | proxy core busy | CPU µs/req | c=1 p50 / p99 (ms) | c=16 p50 / p99 (ms) | SSE first event p50 / p99 (ms) | SSE whole stream p50 / p99 (ms) | RSS idle / peak (MiB) | errors |"
-  echo "|---|---|---|---|---|---|---|---|---|---|"
+  echo "| contender | req/s @64 | proxy core busy | CPU µs/req | c=1 p50 / p99 (µs) | c=16 p50 / p99 (µs) | SSE first event p50 / p99 (ms) | SSE whole stream p50 / p99 (ms) | SSE largest gap p99 (ms) | RSS idle / peak (MiB) | errors (wrk, SSE) |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|"
   for n in $CONTENDERS; do
-    if [ -n "${R[$n.skipped]:-}" ]; then echo "| $n | skipped: ${R[$n.skipped]} |||||||||"; continue; fi
+    if [ -n "${R[$n.skipped]:-}" ]; then echo "| $n | skipped: ${R[$n.skipped]} ||||||||||"; continue; fi
     echo "| $n | $(or_dash "$(num $n.rps)") | $(or_dash "$(num $n.busy)")${R[$n.busy]:+%} | $(or_dash "$(num $n.cpu_us)") \
-| $(ms "$(num $n.c1_p50)") / $(ms "$(num $n.c1_p99)") | $(ms "$(num $n.c16_p50)") / $(ms "$(num $n.c16_p99)") \
-| $(ms "$(num $n.sse_ttfb_p50)") / $(ms "$(num $n.sse_ttfb_p99)") | $(ms "$(num $n.sse_total_p50)") / $(ms "$(num $n.sse_total_p99)") \
-| $(mib "$(num $n.rss_idle)") / $(mib "$(num $n.rss_peak)") | $(num $n.bad) non-2xx, $(or_dash "$(num $n.sse_failed)") SSE failed |"
+| $(us "$(num $n.c1_p50)") / $(us "$(num $n.c1_p99)") | $(us "$(num $n.c16_p50)") / $(us "$(num $n.c16_p99)") \
+| $(ms "$(num $n.sse_ttfb_p50)") / $(ms "$(num $n.sse_ttfb_p99)") | $(ms "$(num $n.sse_total_p50)") / $(ms "$(num $n.sse_total_p99)") | $(ms "$(num $n.sse_gap_p99)") \
+| $(mib "$(num $n.rss_idle)") / $(mib "$(num $n.rss_peak)") | $(num $n.bad) non-2xx or socket, $(or_dash "$(num $n.sse_failed)") SSE failed |"
   done
   echo
-  echo "## Added over direct (same run), ms"
+  echo "## Added over direct (same run)"
   echo
-  echo "| contender | req/s, % of direct | c=1 p50 / p99 | c=16 p50 / p99 | SSE first event p50 / p99 | SSE whole stream p50 / p99 |"
-  echo "|---|---|---|---|---|---|"
+  echo "| contender | req/s, % of direct | c=1 p50 / p99 (µs) | c=16 p50 / p99 (µs) | SSE first event p50 / p99 (ms) | SSE whole stream p50 / p99 (ms) | SSE largest gap p99 (ms) |"
+  echo "|---|---|---|---|---|---|---|"
   for n in $CONTENDERS; do
     [ "$n" = direct ] && continue
     [ -n "${R[$n.skipped]:-}" ] && continue
     echo "| $n | $(awk -v a="$(num $n.rps)" -v b="$(num direct.rps)" 'BEGIN {if (b > 0) printf "%d%%", a * 100 / b; else print "—"}') \
-| $(ms "$(added $n c1_p50)") / $(ms "$(added $n c1_p99)") | $(ms "$(added $n c16_p50)") / $(ms "$(added $n c16_p99)") \
-| $(ms "$(added $n sse_ttfb_p50)") / $(ms "$(added $n sse_ttfb_p99)") | $(ms "$(added $n sse_total_p50)") / $(ms "$(added $n sse_total_p99)") |"
+| $(us "$(added $n c1_p50)") / $(us "$(added $n c1_p99)") | $(us "$(added $n c16_p50)") / $(us "$(added $n c16_p99)") \
+| $(ms "$(added $n sse_ttfb_p50)") / $(ms "$(added $n sse_ttfb_p99)") | $(ms "$(added $n sse_total_p50)") / $(ms "$(added $n sse_total_p99)") | $(ms "$(added $n sse_gap_p99)") |"
   done
   echo
   echo "## Ratios, ours / theirs"

@@ -3,7 +3,7 @@
 SSE event and the whole stream took, as the client saw them.
 
     bench/sse_client.py URL [--streams 100] [--rounds 3] [--chunks 20] [--chunk-delay-ms 20]
-                            [--key sk-bench-client] [--timeout 30]
+                            [--key sk-bench-client] [--model gpt-4o-mini] [--timeout 30] [--header 'Name: value']...
 
 Prints one line of `key=value` pairs (microseconds), for bench/compare.sh to read:
 
@@ -39,8 +39,10 @@ def percentile(sorted_values, fraction):
     return sorted_values[index]
 
 
-def request_bytes(url, key, chunks, chunk_delay_ms):
-    body = b'{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"hi"}]}'
+def request_bytes(url, key, model, chunks, chunk_delay_ms, headers):
+    body = (
+        '{"model":"%s","stream":true,"messages":[{"role":"user","content":"hi"}]}' % model
+    ).encode()
     head = (
         f"POST {url.path or '/'} HTTP/1.1\r\n"
         f"Host: {url.hostname}:{url.port}\r\n"
@@ -49,7 +51,8 @@ def request_bytes(url, key, chunks, chunk_delay_ms):
         "Accept: text/event-stream\r\n"
         f"x-mock-chunks: {chunks}\r\n"
         f"x-mock-chunk-delay-ms: {chunk_delay_ms}\r\n"
-        f"Content-Length: {len(body)}\r\n"
+        + "".join(f"{header}\r\n" for header in headers)
+        + f"Content-Length: {len(body)}\r\n"
         "Connection: close\r\n\r\n"
     )
     return head.encode() + body
@@ -96,7 +99,7 @@ async def run(args):
     url = urllib.parse.urlsplit(args.url)
     if url.hostname not in ("127.0.0.1", "localhost", "::1"):
         sys.exit(f"{args.url}: this client only targets loopback addresses")
-    payload = request_bytes(url, args.key, args.chunks, args.chunk_delay_ms)
+    payload = request_bytes(url, args.key, args.model, args.chunks, args.chunk_delay_ms, args.header)
     ttfbs, totals, gaps, failures = [], [], [], []
     for _ in range(args.rounds):
         results = await asyncio.gather(
@@ -134,7 +137,9 @@ def main():
     parser.add_argument("--chunks", type=int, default=20)
     parser.add_argument("--chunk-delay-ms", type=int, default=20)
     parser.add_argument("--key", default="sk-bench-client")
+    parser.add_argument("--model", default="gpt-4o-mini")
     parser.add_argument("--timeout", type=float, default=30.0)
+    parser.add_argument("--header", action="append", default=[], help="'Name: value', repeatable")
     asyncio.run(run(parser.parse_args()))
 
 
