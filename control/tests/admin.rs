@@ -7,20 +7,12 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use common::{AUTH_KEY, PROXY_KEY, Server};
+use common::{AUTH_KEY, PROXY_KEY, Server, chat, chat_path};
 use mock_upstream::MockUpstream;
 use serde_json::{Value, json};
 
 /// Bound on waiting for the mock to see a request; a failure, not a sleep.
 const MOCK_TIMEOUT: Duration = Duration::from_secs(10);
-
-fn chat() -> Value {
-    json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]})
-}
-
-fn chat_path(group: &str) -> String {
-    format!("/proxy/{group}/v1/chat/completions")
-}
 
 async fn assert_healthy(server: &Server) {
     let resp = server

@@ -8,7 +8,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::{AUTH_KEY, Server};
+use common::{AUTH_KEY, Server, chat, chat_path};
 use mock_upstream::MockUpstream;
 use serde_json::{Value, json};
 
@@ -59,14 +59,6 @@ fn looks_encrypted(stored: &str, plaintext: &str) -> bool {
         && stored
             .chars()
             .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
-}
-
-fn chat() -> Value {
-    json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]})
-}
-
-fn chat_path(group: &str) -> String {
-    format!("/proxy/{group}/v1/chat/completions")
 }
 
 /// The upstream key of every request [`chat`] sent through the proxy (not key validation's).

@@ -6,20 +6,12 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{AUTH_KEY, Server};
+use common::{AUTH_KEY, Server, chat, chat_path};
 use mock_upstream::MockUpstream;
 use serde_json::{Value, json};
 
 /// Bound on waiting for a background task; a failure, not a sleep.
 const TASK_TIMEOUT: Duration = Duration::from_secs(120);
-
-fn chat() -> Value {
-    json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]})
-}
-
-fn chat_path(group: &str) -> String {
-    format!("/proxy/{group}/v1/chat/completions")
-}
 
 async fn assert_healthy(server: &Server) {
     let resp = server

@@ -8,20 +8,12 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{AUTH_KEY, PROXY_KEY, Server, free_port};
+use common::{AUTH_KEY, PROXY_KEY, Server, chat, chat_path, free_port};
 use mock_upstream::MockUpstream;
 use serde_json::{Value, json};
 
 /// Bound on waiting for the mock, a process exit or a response; a failure, not a sleep.
 const WAIT: Duration = Duration::from_secs(20);
-
-fn chat() -> Value {
-    json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]})
-}
-
-fn chat_path(group: &str) -> String {
-    format!("/proxy/{group}/v1/chat/completions")
-}
 
 /// `api_keys.key_hash` without ENCRYPTION_KEY: SHA-256, hex.
 fn key_hash(key: &str) -> String {

@@ -320,3 +320,13 @@ pub async fn raw_exchange_closed(port: u16, bytes: &[u8], limit: Duration) -> (S
         .is_ok();
     (String::from_utf8_lossy(&out).into_owned(), closed)
 }
+
+/// A minimal OpenAI chat completion body.
+pub fn chat() -> Value {
+    json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]})
+}
+
+/// The chat completions path of `group` through the proxy.
+pub fn chat_path(group: &str) -> String {
+    format!("/proxy/{group}/v1/chat/completions")
+}
