@@ -66,7 +66,7 @@ impl App {
 
 /// Runs the server until a shutdown signal.
 pub async fn run(config: Config) -> Result<(), String> {
-    for warning in crate::config::auth_key_warnings(&config.auth_key) {
+    for warning in crate::encryption::strength_warnings("AUTH_KEY", &config.auth_key) {
         tracing::warn!("{warning}");
     }
     refuse_unbuilt_features(&config)?;

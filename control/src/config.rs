@@ -158,22 +158,6 @@ fn resolve_listen(host: &str, port: u16) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("HOST='{host}': not an IP address or a resolvable name"))
 }
 
-/// AUTH_KEY warnings v1 prints at start.
-pub fn auth_key_warnings(key: &str) -> Vec<&'static str> {
-    let mut warnings = Vec::new();
-    if key.len() < 16 {
-        warnings.push("AUTH_KEY is shorter than 16 characters; use a long random value");
-    }
-    let lower = key.to_ascii_lowercase();
-    if ["password", "123456", "admin", "secret", "sk-123456"]
-        .iter()
-        .any(|w| lower.contains(w))
-    {
-        warnings.push("AUTH_KEY contains a common word or sequence; use a random value");
-    }
-    warnings
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
