@@ -21,6 +21,7 @@ pub mod rewrite;
 pub mod route;
 pub mod server;
 pub mod snapshot;
+pub mod time;
 pub mod upstream;
 pub mod validation;
 

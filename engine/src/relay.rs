@@ -68,7 +68,7 @@ pub async fn relay_streamed(shard: &Rc<Shard>, client: &mut Client, head: &Reque
         client.keep_alive = false;
     }
     let was_head = head.method.as_ref() == "HEAD";
-    let response = monoio::time::timeout(
+    let response = crate::time::timeout(
         shard.config.write_timeout,
         read_response_head(&mut conn, was_head),
     )
@@ -94,30 +94,14 @@ async fn send_back(shard: &Rc<Shard>, client: &mut Client, mut conn: Conn, respo
     write_status_line(&mut out, response.status);
     copy_response_headers(&mut out, &response, false, client.cors_origin.is_some());
     let framing = respond_framing(client, &mut out, &response);
-    if client.write(out).await.is_err() {
+    let mut reader = BodyReader::new(&response);
+    if client
+        .send_streamed(out, framing, &mut reader, &mut conn, || None)
+        .await
+        .is_err()
+    {
         client.keep_alive = false;
         return;
-    }
-    let mut reader = BodyReader::new(&response);
-    let mut piece = Vec::new();
-    loop {
-        piece.clear();
-        match reader.next(&mut conn, &mut piece).await {
-            Ok(true) => {
-                if client.send_piece(framing, &piece).await.is_err() {
-                    client.keep_alive = false;
-                    return;
-                }
-            }
-            Ok(false) => break,
-            Err(_) => {
-                client.keep_alive = false;
-                return;
-            }
-        }
-    }
-    if client.finish_body(framing).await.is_err() {
-        client.keep_alive = false;
     }
     let mut pool = shard.control_pool.borrow_mut();
     if reader.reusable() && pool.len() < CONTROL_POOL_SIZE {

@@ -130,7 +130,7 @@ async fn validate(shard: &Shard, group: &Group, request: &ValidateRequest) -> Ve
     let bytes = build_request(group, upstream, &request.key, model);
     let timeout = Duration::from_millis(request.timeout_ms.max(1));
     let exchange = exchange(shard, group, upstream, bytes);
-    let verdict = match monoio::time::timeout(timeout, exchange).await {
+    let verdict = match crate::time::timeout(timeout, exchange).await {
         Ok(verdict) => verdict,
         Err(_) => Verdict::invalid(
             0,

@@ -30,7 +30,7 @@ use crate::rewrite::{
 use crate::route::proxy_target;
 use crate::server::Shard;
 use crate::server::conn::client_gone;
-use crate::server::respond::{Client, ClientFraming};
+use crate::server::respond::{Client, ClientFraming, StreamError};
 use crate::snapshot::Group;
 use crate::upstream::{BodyReader, Conn, Upstream, UpstreamError};
 
@@ -204,7 +204,7 @@ async fn try_upstream(
         let mut body = Vec::new();
         let read = reader.read_to_end(&mut conn, &mut body, ERROR_BODY_LIMIT);
         // A stalled error body must not hold the attempt past the header timeout.
-        let read = monoio::time::timeout(header_timeout, read).await;
+        let read = crate::time::timeout(header_timeout, read).await;
         if matches!(read, Ok(Ok(()))) && reader.reusable() {
             shard.pool.checkin(
                 conn,

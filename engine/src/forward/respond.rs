@@ -24,10 +24,11 @@ pub(super) async fn deliver(
         && (200..300).contains(&head.status)
         && is_models_request(&request.head.method, &request.path)
     {
-        return deliver_models_list(shard, client, request, key, upstream, conn, head).await;
+        let models = deliver_models_list(shard, client, request, key, upstream, conn, head);
+        return Box::pin(models).await;
     }
     let settings = &request.group.settings;
-    let mut out = Vec::with_capacity(512);
+    let mut out = Vec::with_capacity(512 + conn.buf.len());
     write_status_line(&mut out, head.status);
     copy_response_headers(
         &mut out,
@@ -38,49 +39,28 @@ pub(super) async fn deliver(
     write_header(&mut out, "X-Request-Id", request.request_id.as_bytes());
     let framing = respond_framing(client, &mut out, &head);
     let mut reader = BodyReader::new(&head);
-    let mut failure: Option<(u16, String)> = None;
-    if client.write(out).await.is_err() {
-        failure = Some((499, "client closed the connection".into()));
-    }
     let deadline = (!request.is_stream).then(|| request.started + settings.request_timeout);
-    let mut piece = Vec::with_capacity(crate::upstream::conn::READ_CHUNK);
-    while failure.is_none() {
-        piece.clear();
-        let next = reader.next(&mut conn, &mut piece);
-        // Non-stream: the whole request's deadline. Stream: a bound on the silence between
-        // chunks, so a stalled upstream cannot hold the client forever (v1 has none).
-        let (wait, what) = match deadline {
-            Some(d) => (
-                Some(d.saturating_duration_since(Instant::now())),
-                "request_timeout reached while reading the body",
-            ),
-            None => (
-                settings.stream_idle_timeout,
-                "stream_idle_timeout: the upstream went silent",
-            ),
-        };
-        let next = match wait {
-            Some(wait) => match monoio::time::timeout(wait, next).await {
-                Ok(r) => r,
-                Err(_) => Err(UpstreamError::Timeout(what)),
-            },
-            None => next.await,
-        };
-        match next {
-            Ok(true) => {
-                if client.send_piece(framing, &piece).await.is_err() {
-                    failure = Some((499, "client closed the connection".into()));
-                }
-            }
-            Ok(false) => break,
-            Err(e) => failure = Some((head.status, e.to_string())),
-        }
-    }
+    // Non-stream: the whole request's deadline. Stream: a bound on the silence between
+    // chunks, so a stalled upstream cannot hold the client forever (v1 has none).
+    let wait = || match deadline {
+        Some(d) => Some((
+            d.saturating_duration_since(Instant::now()),
+            "request_timeout reached while reading the body",
+        )),
+        None => settings
+            .stream_idle_timeout
+            .map(|idle| (idle, "stream_idle_timeout: the upstream went silent")),
+    };
+    let failure = match client
+        .send_streamed(out, framing, &mut reader, &mut conn, wait)
+        .await
+    {
+        Ok(()) => None,
+        Err(StreamError::Client) => Some((499, "client closed the connection".to_string())),
+        Err(StreamError::Upstream(e)) => Some((head.status, e.to_string())),
+    };
     match failure {
         None => {
-            if client.finish_body(framing).await.is_err() {
-                client.keep_alive = false;
-            }
             if reader.reusable() {
                 shard.pool.checkin(
                     conn,
@@ -122,7 +102,7 @@ pub(super) async fn deliver_models_list(
     let mut reader = BodyReader::new(&head);
     let mut raw = Vec::new();
     let wait = remaining(request.started, settings.request_timeout);
-    let read = monoio::time::timeout(
+    let read = crate::time::timeout(
         wait,
         reader.read_to_end(&mut conn, &mut raw, MODELS_BODY_LIMIT),
     )

@@ -268,7 +268,7 @@ async fn accept_loop(shard: &Rc<Shard>, listener: &TcpListener, cancel: CancelHa
             Err(e) => {
                 // Out of descriptors or a transient error: back off briefly instead of spinning.
                 tracing::warn!(shard = shard.id, error = %e, "accept failed");
-                monoio::time::sleep(Duration::from_millis(50)).await;
+                crate::time::sleep(Duration::from_millis(50)).await;
             }
         }
     }
@@ -278,7 +278,7 @@ async fn accept_loop(shard: &Rc<Shard>, listener: &TcpListener, cancel: CancelHa
 async fn drain(shard: &Shard) {
     let deadline = Instant::now() + shard.config.shutdown_grace;
     while shard.active.get() > 0 && Instant::now() < deadline {
-        monoio::time::sleep(HOUSEKEEPING_TICK).await;
+        crate::time::sleep(HOUSEKEEPING_TICK).await;
     }
 }
 
@@ -290,7 +290,7 @@ async fn housekeeping(
 ) {
     let mut last_evict = Instant::now();
     loop {
-        monoio::time::sleep(HOUSEKEEPING_TICK).await;
+        crate::time::sleep(HOUSEKEEPING_TICK).await;
         while let Ok(snapshot) = snapshots.try_recv() {
             let version = snapshot.version;
             *shard.snapshot.borrow_mut() = snapshot;

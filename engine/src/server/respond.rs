@@ -1,13 +1,15 @@
 //! Writing responses to clients: whole small responses (errors, envelopes) in one write, and
-//! streamed bodies framed piece by piece and flushed as they arrive.
+//! streamed bodies framed as they arrive, each write carrying all that has arrived.
 
 use std::io;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use monoio::io::AsyncWriteRentExt;
 use monoio::net::TcpStream;
 
 use crate::http::{LAST_CHUNK, write_chunk, write_header, write_status_line};
+use crate::upstream::{BodyReader, Conn, UpstreamError};
 
 /// The client side of a connection: the socket, bytes read but not yet consumed (a pipelined
 /// next request), and what the current request said about the connection.
@@ -36,8 +38,21 @@ pub enum ClientFraming {
 
 impl Client {
     pub async fn write(&mut self, data: Vec<u8>) -> io::Result<()> {
-        let (result, _) = self.stream.write_all(data).await;
-        result.map(|_| ())
+        self.write_reusing(data).await.0
+    }
+
+    /// Writes all of `data` and hands the buffer back, emptied, for the next write.
+    pub async fn write_reusing(&mut self, data: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
+        let (result, mut data) = self.stream.write_all(data).await;
+        data.clear();
+        (result.map(|_| ()), data)
+    }
+
+    /// Appends the end of a streamed body to `out` (the last chunk when chunked).
+    pub fn frame_end(framing: ClientFraming, out: &mut Vec<u8>) {
+        if framing == ClientFraming::Chunked {
+            out.extend_from_slice(LAST_CHUNK);
+        }
     }
 
     /// Writes a complete response with a JSON body.
@@ -116,24 +131,63 @@ impl Client {
         }
     }
 
-    /// Sends one piece of a streamed body, framed.
-    pub async fn send_piece(&mut self, framing: ClientFraming, data: &[u8]) -> io::Result<()> {
-        if data.is_empty() {
-            return Ok(());
+    /// Sends a response whose head is in `out` and whose body comes from `reader` on `conn`,
+    /// framed for the client, as it arrives. Each write carries everything received so far:
+    /// the head goes with the first piece of body when that is already in, and a body that
+    /// came whole goes in one write with its end. `wait` bounds each read of the upstream (and
+    /// names the timeout); `None` waits as long as it takes.
+    pub async fn send_streamed(
+        &mut self,
+        mut out: Vec<u8>,
+        framing: ClientFraming,
+        reader: &mut BodyReader,
+        conn: &mut Conn,
+        mut wait: impl FnMut() -> Option<(Duration, &'static str)>,
+    ) -> Result<(), StreamError> {
+        let mut piece = Vec::new();
+        loop {
+            let taken = match framing {
+                ClientFraming::Chunked => {
+                    piece.clear();
+                    let taken = reader.take_available(conn, &mut piece);
+                    if !piece.is_empty() {
+                        write_chunk(&mut out, &piece);
+                    }
+                    taken
+                }
+                ClientFraming::Length(_) | ClientFraming::Close => {
+                    reader.take_available(conn, &mut out)
+                }
+            };
+            taken.map_err(StreamError::Upstream)?;
+            if reader.is_done() {
+                Self::frame_end(framing, &mut out);
+            }
+            if !out.is_empty() {
+                let (written, emptied) = self.write_reusing(out).await;
+                written.map_err(|_| StreamError::Client)?;
+                out = emptied;
+            }
+            if reader.is_done() {
+                return Ok(());
+            }
+            let fill = reader.fill(conn);
+            let filled = match wait() {
+                Some((limit, what)) => crate::time::timeout(limit, fill)
+                    .await
+                    .unwrap_or(Err(UpstreamError::Timeout(what))),
+                None => fill.await,
+            };
+            filled.map_err(StreamError::Upstream)?;
         }
-        let mut out = Vec::with_capacity(data.len() + 16);
-        match framing {
-            ClientFraming::Chunked => write_chunk(&mut out, data),
-            ClientFraming::Length(_) | ClientFraming::Close => out.extend_from_slice(data),
-        }
-        self.write(out).await
     }
+}
 
-    /// Ends a streamed body.
-    pub async fn finish_body(&mut self, framing: ClientFraming) -> io::Result<()> {
-        match framing {
-            ClientFraming::Chunked => self.write(LAST_CHUNK.to_vec()).await,
-            _ => Ok(()),
-        }
-    }
+/// Why a streamed response stopped before its end.
+#[derive(Debug)]
+pub enum StreamError {
+    /// Writing to the client failed: it went away.
+    Client,
+    /// Reading the body from the upstream failed or timed out.
+    Upstream(UpstreamError),
 }

@@ -133,7 +133,7 @@ impl Conn {
                     .map_err(|e| UpstreamError::Connect(format!("proxy {p}: {e}"))),
             }
         };
-        let mut conn = match monoio::time::timeout(timeout, connect).await {
+        let mut conn = match crate::time::timeout(timeout, connect).await {
             Ok(result) => result?,
             Err(_) => {
                 let secs = timeout.as_secs();
@@ -215,10 +215,12 @@ impl Conn {
         let len = buf.len();
         let cap = buf.capacity();
         let slice = buf.slice_mut(len..cap);
+        // TLS reads and writes are boxed: their futures are large, and inline they would
+        // enlarge every plain-TCP request's future chain too (see `crate::time`).
         let (result, slice) = match &mut self.io {
             Io::Plain(s) => s.read(slice).await,
-            Io::Tls(s) => s.read(slice).await,
-            Io::TlsInTls(s) => s.read(slice).await,
+            Io::Tls(s) => Box::pin(s.read(slice)).await,
+            Io::TlsInTls(s) => Box::pin(s.read(slice)).await,
             Io::Unix(s) => s.read(slice).await,
         };
         self.buf = slice.into_inner();
@@ -229,8 +231,8 @@ impl Conn {
     pub async fn write_all<B: IoBuf + 'static>(&mut self, data: B) -> io::Result<()> {
         let (result, _) = match &mut self.io {
             Io::Plain(s) => s.write_all(data).await,
-            Io::Tls(s) => s.write_all(data).await,
-            Io::TlsInTls(s) => s.write_all(data).await,
+            Io::Tls(s) => Box::pin(s.write_all(data)).await,
+            Io::TlsInTls(s) => Box::pin(s.write_all(data)).await,
             Io::Unix(s) => s.write_all(data).await,
         };
         result.map(|_| ())

@@ -30,7 +30,7 @@ pub async fn exchange_head<B: IoBuf + 'static>(
         }
         read_response_head(&mut conn, was_head).await
     };
-    match monoio::time::timeout(timeout, exchange).await {
+    match crate::time::timeout(timeout, exchange).await {
         Ok(Ok(head)) => Ok((conn, head)),
         Ok(Err(e)) => Err(e),
         Err(_) => Err(UpstreamError::Timeout(
@@ -122,25 +122,44 @@ impl BodyReader {
         conn: &mut Conn,
         out: &mut Vec<u8>,
     ) -> Result<bool, UpstreamError> {
-        while !self.done {
-            if !conn.buf.is_empty() && self.take_buffered(conn, out)? {
+        loop {
+            if self.take_available(conn, out)? {
                 return Ok(true);
             }
             if self.done {
-                break;
+                return Ok(false);
             }
-            match conn.read_more().await {
-                Ok(0) if matches!(self.framing, ResponseFraming::UntilClose) => self.done = true,
-                Ok(0) => {
-                    return Err(UpstreamError::Io(
-                        "upstream closed the connection mid-body".into(),
-                    ));
-                }
-                Ok(_) => {}
-                Err(e) => return Err(UpstreamError::Io(format!("read upstream body: {e}"))),
-            }
+            self.fill(conn).await?;
         }
-        Ok(false)
+    }
+
+    /// Appends to `out` whatever body the connection has already received, without reading;
+    /// true if anything was appended. Lets a caller send all it has in one write.
+    pub fn take_available(
+        &mut self,
+        conn: &mut Conn,
+        out: &mut Vec<u8>,
+    ) -> Result<bool, UpstreamError> {
+        if self.done || conn.buf.is_empty() {
+            return Ok(false);
+        }
+        self.take_buffered(conn, out)
+    }
+
+    /// Reads more of the body from the upstream (one read). A close ends an until-close body
+    /// and is an error for any other.
+    pub async fn fill(&mut self, conn: &mut Conn) -> Result<(), UpstreamError> {
+        match conn.read_more().await {
+            Ok(0) if matches!(self.framing, ResponseFraming::UntilClose) => {
+                self.done = true;
+                Ok(())
+            }
+            Ok(0) => Err(UpstreamError::Io(
+                "upstream closed the connection mid-body".into(),
+            )),
+            Ok(_) => Ok(()),
+            Err(e) => Err(UpstreamError::Io(format!("read upstream body: {e}"))),
+        }
     }
 
     /// Moves decoded bytes from the connection's buffer to `out`; true if any were moved.

@@ -14,6 +14,11 @@ use super::conn::{Conn, Route};
 use super::proxy::ProxyServer;
 use super::target::Upstream;
 
+/// A connection idle for less than this is handed out without a liveness peek (a syscall per
+/// request under load). Should the upstream have closed it in that moment, the exchange fails
+/// before any response byte and is retried once on a fresh connection (`send_once`).
+const TRUSTED_IDLE: Duration = Duration::from_millis(500);
+
 struct HostPool {
     route: Route,
     idle: Vec<Conn>,
@@ -40,7 +45,8 @@ impl Pool {
             .find(|h| h.route.leads_to(upstream, proxy))?;
         let now = Instant::now();
         while let Some(mut conn) = host.idle.pop() {
-            if now.duration_since(conn.idle_since) < idle_timeout && conn.looks_alive() {
+            let idle = now.duration_since(conn.idle_since);
+            if idle < idle_timeout && (idle < TRUSTED_IDLE || conn.looks_alive()) {
                 conn.reused = true;
                 return Some(conn);
             }

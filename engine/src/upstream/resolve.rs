@@ -44,7 +44,7 @@ pub async fn resolve(host: &str, port: u16, timeout: Duration) -> Result<Vec<Soc
         let (result, _) = stream.read(vec![0u8; 1]).await;
         result
     };
-    if monoio::time::timeout(timeout, closed).await.is_err() {
+    if crate::time::timeout(timeout, closed).await.is_err() {
         return Err(fail(format!("no answer within {}s", timeout.as_secs())));
     }
     let answer = answer.lock().ok().and_then(|mut a| a.take());

@@ -40,22 +40,41 @@ pub async fn send(
     request: Vec<u8>,
 ) -> Result<(Conn, ResponseHead), UpstreamError> {
     // `Bytes`: the request is kept to build a redirect without copying the body per write.
-    let mut request = Bytes::from(request);
-    let (mut conn, mut head) = send_once(options, upstream, &request, options.was_head).await?;
+    let request = Bytes::from(request);
+    let (conn, head) = send_once(options, upstream, &request, options.was_head).await?;
+    match redirect::next_request(upstream, &request, &head)? {
+        None => Ok((conn, head)),
+        // Boxed: redirects are rare, and their future would enlarge every request's.
+        Some(next) => {
+            drop(conn);
+            Box::pin(follow_redirects(options, upstream, request, next)).await
+        }
+    }
+}
+
+/// Follows `next` and the redirects after it, up to `MAX_REDIRECTS` in all.
+async fn follow_redirects(
+    options: &SendOptions<'_>,
+    upstream: &Upstream,
+    mut request: Bytes,
+    mut next: redirect::Redirect,
+) -> Result<(Conn, ResponseHead), UpstreamError> {
     let mut target = std::borrow::Cow::Borrowed(upstream);
     let mut hops = 0;
-    while let Some(next) = redirect::next_request(&target, &request, &head)? {
+    loop {
         if hops == MAX_REDIRECTS {
             return Err(redirect::too_many(&target, &request));
         }
         hops += 1;
-        drop(conn);
         let next_target = locate(options, next.target, &target).await?;
         request = Bytes::from(next.request);
-        (conn, head) = send_once(options, &next_target, &request, next.was_head).await?;
+        let (conn, head) = send_once(options, &next_target, &request, next.was_head).await?;
         target = std::borrow::Cow::Owned(next_target);
+        match redirect::next_request(&target, &request, &head)? {
+            None => return Ok((conn, head)),
+            Some(further) => next = further,
+        }
     }
-    Ok((conn, head))
 }
 
 /// One exchange with `target`. A pooled connection that turns out dead before any response byte
@@ -79,7 +98,10 @@ async fn send_once(
         result = exchange_head(conn, request.clone(), was_head, options.header_timeout).await;
     }
     if matches!(result, Err(UpstreamError::ClosedEarly { reused: true })) {
-        let conn = Conn::connect(target, proxy, options.tls, options.connect_timeout).await?;
+        // Boxed: connecting (TLS, proxies) is a large future that most requests, served from
+        // the pool, never run; inline it would be copied through every level of the request.
+        let connect = Conn::connect(target, proxy, options.tls, options.connect_timeout);
+        let conn = Box::pin(connect).await?;
         result = exchange_head(conn, request, was_head, options.header_timeout).await;
     }
     match (result, absolute) {
