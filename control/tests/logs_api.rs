@@ -283,6 +283,11 @@ async fn every_filter_narrows_the_list() {
     assert_eq!(beta_failure["request_type"], "final");
     assert_eq!(beta_failure["is_success"], false);
     assert_eq!(beta_failure["request_id"], t.beta_request_id.as_str());
+    // Our addition: a client's X-Request-Id finds its row.
+    let by_id = listed(s, &format!("request_id={}", t.beta_request_id)).await;
+    assert_eq!(by_id.len(), 1, "{by_id:?}");
+    assert_eq!(by_id[0]["id"], beta_failure["id"]);
+    assert_eq!(count(s, "request_id=no-such-request").await, 0);
     assert!(
         beta_failure["error_message"]
             .as_str()

@@ -159,6 +159,8 @@ pub struct LogFilter {
     pub source_ip: Option<String>,
     /// Substring of `error_message`.
     pub error_contains: Option<String>,
+    /// Exactly this `request_id` (the `X-Request-Id` a client was given; ours, not v1's).
+    pub request_id: Option<String>,
     /// Logs at or after this time.
     pub start: Option<DateTime<Utc>>,
     /// Logs at or before this time.

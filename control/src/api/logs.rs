@@ -38,6 +38,7 @@ pub struct LogQuery {
     status_code: Option<String>,
     source_ip: Option<String>,
     error_contains: Option<String>,
+    request_id: Option<String>,
     start_time: Option<String>,
     end_time: Option<String>,
     page: Option<String>,
@@ -65,6 +66,7 @@ impl LogQuery {
                 .transpose()?,
             source_ip: given(&self.source_ip),
             error_contains: given(&self.error_contains),
+            request_id: given(&self.request_id),
             start: given(&self.start_time)
                 .map(|v| parse_time("start_time", &v))
                 .transpose()?,

@@ -125,6 +125,7 @@ fn conditions(filter: &LogFilter) -> Conditions {
     }
     c.text("source_ip = ?", &filter.source_ip);
     c.contains("error_message LIKE ? ESCAPE '\\'", &filter.error_contains);
+    c.text("request_id = ?", &filter.request_id);
     if let Some(start) = filter.start {
         c.push("timestamp >= ?", Value::Text(datetime::format(start)));
     }
@@ -349,6 +350,53 @@ mod tests {
         let plan = plan(&sql, &[&"h"]);
         assert!(plan.contains("idx_request_logs_key_hash"), "{plan}");
         assert!(!plan.contains("TEMP B-TREE"), "{plan}");
+    }
+
+    /// A request id is looked up on its index, not by scanning the table.
+    #[test]
+    fn request_id_lookup_uses_its_index() {
+        let plan = plan(
+            "SELECT id FROM request_logs WHERE request_id = ?1",
+            &[&"0123456789ab00000001"],
+        );
+        assert!(plan.contains("idx_request_logs_request_id"), "{plan}");
+    }
+
+    /// The dashboard's count walks the time range, not every `final` row ever written (v1's
+    /// request_type index, which SQLite would pick for the equality, is gone: V3).
+    #[test]
+    fn final_count_walks_the_time_range() {
+        let plan = plan(
+            "SELECT COUNT(*) FROM request_logs WHERE timestamp >= ?1 AND request_type = ?2",
+            &[&"2026-01-01 00:00:00", &"final"],
+        );
+        assert!(plan.contains("idx_request_logs_timestamp"), "{plan}");
+    }
+
+    /// Request logs keep the indexes our queries read and none of v1's unused ones, each of
+    /// which cost every logged request a B-tree insert.
+    #[test]
+    fn request_logs_carry_only_the_indexes_queries_use() {
+        let mut conn = Connection::open_in_memory().expect("memory db");
+        super::super::schema::migrate(&mut conn, ":memory:").expect("schema");
+        let names: Vec<String> = conn
+            .prepare(
+                "SELECT name FROM sqlite_master WHERE type = 'index' \
+                 AND tbl_name = 'request_logs' AND sql IS NOT NULL ORDER BY name",
+            )
+            .expect("list")
+            .query_map([], |row| row.get(0))
+            .expect("rows")
+            .collect::<Result<_, _>>()
+            .expect("names");
+        assert_eq!(
+            names,
+            [
+                "idx_request_logs_key_hash",
+                "idx_request_logs_request_id",
+                "idx_request_logs_timestamp"
+            ]
+        );
     }
 
     #[test]
