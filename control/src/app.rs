@@ -109,12 +109,12 @@ pub async fn run(config: Config) -> Result<(), String> {
     let listener = poem::listener::Listener::into_acceptor(unix)
         .await
         .map_err(|e| format!("control socket {}: {e}", socket.display()))?;
-    let (events_tx, events_rx) = crossbeam_channel::bounded(EVENT_QUEUE);
+    let (events_tx, events_rx) = crossbeam_channel::unbounded();
     let internal_secret = crate::validation::new_secret();
     let engine = engine::start(
         engine_config(&config, socket.clone(), internal_secret.clone()),
         snapshot,
-        EventSink::new(events_tx),
+        EventSink::new(events_tx, EVENT_QUEUE),
     )
     .map_err(|e| format!("engine: {e}"))?;
     if engine.drivers.contains(&"epoll") {
@@ -139,7 +139,6 @@ pub async fn run(config: Config) -> Result<(), String> {
     let writer = LogWriter::start(
         events_rx,
         store,
-        tokio::runtime::Handle::current(),
         app.log_interval.clone(),
         blacklisted_tx,
         cipher,

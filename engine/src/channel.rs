@@ -122,23 +122,19 @@ impl Channel {
         path: &str,
         query: &str,
         accept: Option<&[u8]>,
-        body: Option<&serde_json::Value>,
+        body: &BodyFacts<'_>,
     ) -> bool {
         let accept_sse =
             accept.is_some_and(|a| memchr::memmem::find(a, b"text/event-stream").is_some());
         let query_stream = query.split('&').any(|p| p == "stream=true");
-        let body_stream = body
-            .and_then(|b| b.get("stream"))
-            .and_then(|s| s.as_bool())
-            .unwrap_or(false);
         let gemini_stream = self == Channel::Gemini && path.ends_with(":streamGenerateContent");
-        accept_sse || query_stream || body_stream || gemini_stream
+        accept_sse || query_stream || body.stream || gemini_stream
     }
 
     /// The model a request asks for: the JSON body's `model`, or for Gemini's native API the
     /// path segment after `models/`.
-    pub fn model<'a>(self, path: &'a str, body: Option<&'a serde_json::Value>) -> Option<&'a str> {
-        if let Some(model) = body.and_then(|b| b.get("model")).and_then(|m| m.as_str()) {
+    pub fn model<'a>(self, path: &'a str, body: &'a BodyFacts<'a>) -> Option<&'a str> {
+        if let Some(model) = body.model.as_deref() {
             return Some(model);
         }
         if self == Channel::Gemini {
@@ -147,6 +143,59 @@ impl Channel {
             return Some(&rest[..end]).filter(|m| !m.is_empty());
         }
         None
+    }
+}
+
+/// What routing reads from a JSON request body: its string `model` and whether `stream` is
+/// `true`. Anything else (not an object, not JSON, other types) reads as neither.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct BodyFacts<'a> {
+    pub model: Option<std::borrow::Cow<'a, str>>,
+    pub stream: bool,
+}
+
+impl<'a> BodyFacts<'a> {
+    /// From a body already parsed (when it is to be rewritten anyway).
+    pub fn of_value(body: Option<&'a serde_json::Value>) -> Self {
+        let field = |name| body.and_then(|b| b.get(name));
+        BodyFacts {
+            model: field("model")
+                .and_then(|m| m.as_str())
+                .map(std::borrow::Cow::Borrowed),
+            stream: field("stream").and_then(|s| s.as_bool()).unwrap_or(false),
+        }
+    }
+
+    /// Straight from the bytes, without building the document: the two fields are borrowed
+    /// and the rest is only checked for syntax. Reads exactly what [`BodyFacts::of_value`]
+    /// would; a body this cannot read (duplicate fields, say) is left to it.
+    pub fn peek(body: &'a [u8]) -> Option<Self> {
+        use serde_json::value::RawValue;
+        #[derive(serde::Deserialize)]
+        struct Fields<'b> {
+            #[serde(borrow, default)]
+            model: Option<&'b RawValue>,
+            #[serde(borrow, default)]
+            stream: Option<&'b RawValue>,
+        }
+        if body.first() != Some(&b'{') {
+            return Some(BodyFacts::default());
+        }
+        let fields: Fields<'a> = match serde_json::from_slice(body) {
+            Ok(fields) => fields,
+            // Not JSON: no facts, as a failed parse gives. Valid JSON we cannot read this way
+            // (a duplicate field) is for the full parse.
+            Err(e) if e.is_data() => return None,
+            Err(_) => return Some(BodyFacts::default()),
+        };
+        let model = match fields.model.map(RawValue::get) {
+            Some(raw) if raw.starts_with('"') => Some(serde_json::from_str(raw).ok()?),
+            _ => None,
+        };
+        Some(BodyFacts {
+            model,
+            stream: fields.stream.is_some_and(|s| s.get() == "true"),
+        })
     }
 }
 
@@ -183,20 +232,21 @@ mod tests {
     #[test]
     fn stream_detection_rules() {
         let body = json!({"stream": true});
-        assert!(Channel::OpenAi.is_stream("/v1/x", "", None, Some(&body)));
-        assert!(Channel::OpenAi.is_stream("/v1/x", "a=1&stream=true", None, None));
-        assert!(Channel::OpenAi.is_stream("/v1/x", "", Some(b"text/event-stream"), None));
+        let none = BodyFacts::default();
+        assert!(Channel::OpenAi.is_stream("/v1/x", "", None, &BodyFacts::of_value(Some(&body))));
+        assert!(Channel::OpenAi.is_stream("/v1/x", "a=1&stream=true", None, &none));
+        assert!(Channel::OpenAi.is_stream("/v1/x", "", Some(b"text/event-stream"), &none));
         assert!(Channel::Gemini.is_stream(
             "/v1beta/models/m:streamGenerateContent",
             "alt=sse",
             None,
-            None
+            &none
         ));
         assert!(!Channel::OpenAi.is_stream(
             "/v1/x:streamGenerateContent",
             "",
             None,
-            Some(&json!({"stream": false}))
+            &BodyFacts::of_value(Some(&json!({"stream": false})))
         ));
     }
 
@@ -233,14 +283,48 @@ mod tests {
     #[test]
     fn model_from_body_or_gemini_path() {
         let body = json!({"model": "gpt-4o"});
+        let facts = BodyFacts::of_value(Some(&body));
         assert_eq!(
-            Channel::OpenAi.model("/v1/chat/completions", Some(&body)),
+            Channel::OpenAi.model("/v1/chat/completions", &facts),
             Some("gpt-4o")
         );
+        let none = BodyFacts::default();
         assert_eq!(
-            Channel::Gemini.model("/v1beta/models/gemini-2.0-flash:generateContent", None),
+            Channel::Gemini.model("/v1beta/models/gemini-2.0-flash:generateContent", &none),
             Some("gemini-2.0-flash")
         );
-        assert_eq!(Channel::OpenAi.model("/v1/models", None), None);
+        assert_eq!(Channel::OpenAi.model("/v1/models", &none), None);
+    }
+
+    /// The peek reads what a full parse reads, for every shape a client may send.
+    #[test]
+    fn peeking_a_body_agrees_with_parsing_it() {
+        let bodies: [&[u8]; 14] = [
+            br#"{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"hi"}]}"#,
+            br#"{"stream": false, "model": "m"}"#,
+            br#"{"model":"a\"b\u00e9","stream":"true"}"#,
+            br#"{"model":null,"stream":null}"#,
+            br#"{"model":42,"stream":1}"#,
+            br#"{"model":{"name":"x"},"stream":[true]}"#,
+            br#"{"nested":{"model":"inner","stream":true}}"#,
+            br#"{}"#,
+            br#"{"model":"m","#,
+            br#"[{"model":"m"}]"#,
+            br#"["m", true]"#,
+            b"not json",
+            b"",
+            br#"  {"model":"leading-space"}"#,
+        ];
+        for body in bodies {
+            let value: Option<serde_json::Value> = match body.first() {
+                Some(b'{') => serde_json::from_slice(body).ok(),
+                _ => None,
+            };
+            let parsed = BodyFacts::of_value(value.as_ref());
+            let peeked = BodyFacts::peek(body).expect("readable");
+            assert_eq!(peeked, parsed, "{}", String::from_utf8_lossy(body));
+        }
+        // Duplicate fields: the peek declines and the caller parses (the last one wins).
+        assert_eq!(BodyFacts::peek(br#"{"model":"a","model":"b"}"#), None);
     }
 }

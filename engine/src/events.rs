@@ -1,11 +1,12 @@
 //! What shards tell the control plane: one record per proxy attempt and every change of a key's
-//! health. Sent over a bounded channel with `try_send`: a request never waits for the control
-//! plane; when the channel is full the record is counted as dropped instead.
+//! health. A request never waits for the control plane: past `capacity` queued events a record
+//! is counted as dropped instead. The queue is an unbounded channel held to that length, so its
+//! memory follows what is queued (a bounded one allocates every slot up front).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crossbeam_channel::{Sender, TrySendError};
+use crossbeam_channel::Sender;
 
 /// One proxy attempt, the fields of v1's `request_logs` row (spec §1.5).
 #[derive(Debug, Clone)]
@@ -56,21 +57,23 @@ pub enum Event {
 #[derive(Clone)]
 pub struct EventSink {
     tx: Sender<Event>,
+    capacity: usize,
     dropped: Arc<AtomicU64>,
 }
 
 impl EventSink {
-    pub fn new(tx: Sender<Event>) -> Self {
+    /// `tx` should be unbounded; `capacity` is the bound this sink keeps it to.
+    pub fn new(tx: Sender<Event>, capacity: usize) -> Self {
         Self {
             tx,
+            capacity,
             dropped: Arc::new(AtomicU64::new(0)),
         }
     }
 
     /// Never blocks; a full or closed channel counts the event as dropped.
     pub fn emit(&self, event: Event) {
-        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = self.tx.try_send(event)
-        {
+        if self.tx.len() >= self.capacity || self.tx.send(event).is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }

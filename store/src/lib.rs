@@ -311,6 +311,15 @@ impl Store {
         dispatch!(self, db => db.write_batch(batch))
     }
 
+    /// [`Store::write_batch`] on the calling thread, which may block: the log writer's own
+    /// thread, so that a flush neither hops to another thread nor competes with the API's
+    /// blocking pool.
+    pub fn write_batch_blocking(&self, batch: &FlushBatch) -> StoreResult<()> {
+        match &*self.backend {
+            Backend::Sqlite(db) => db.write_batch_blocking(batch),
+        }
+    }
+
     // ---- log search, statistics, retention ----------------------------------------------
 
     /// One page of the logs matching `filter`, newest first, and how many match in all.

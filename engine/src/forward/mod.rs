@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use futures_util::future::{Either, select};
 
 use crate::auth::{CLIENT_AUTH_HEADERS, extract_proxy_key, strip_key_param};
-use crate::channel::{Channel, KeyPlacement};
+use crate::channel::{BodyFacts, Channel, KeyPlacement};
 use crate::events::{AttemptLog, Event, KeyHealth};
 use crate::header_rules::{HeaderRule, RuleContext, expand, is_ruled};
 use crate::http::{

@@ -96,7 +96,9 @@ pub(super) async fn route_and_authenticate<'a>(
 }
 
 /// Stream detection on the client's body, then param overrides; returns the body to send, the
-/// stream flag, the model name (after overrides, as v1 logs it) and the parsed JSON body.
+/// stream flag, the model name (after overrides, as v1 logs it) and the parsed JSON body. The
+/// body is parsed into a document only when overrides or redirect rules may rewrite it;
+/// otherwise its two fields are read in place.
 pub(super) fn rewrite(
     group: &Group,
     head: &RequestHead,
@@ -104,13 +106,25 @@ pub(super) fn rewrite(
     query: &str,
     body: Vec<u8>,
 ) -> (Vec<u8>, bool, String, Option<serde_json::Value>) {
+    let accept = head.header("accept");
+    let rewrites = group.param_overrides.is_some() || !group.model_redirect.is_empty();
+    if !rewrites && let Some(facts) = BodyFacts::peek(&body) {
+        let is_stream = group.channel.is_stream(path, query, accept, &facts);
+        let model = group
+            .channel
+            .model(path, &facts)
+            .unwrap_or_default()
+            .to_string();
+        return (body, is_stream, model, None);
+    }
     let mut json: Option<serde_json::Value> = match body.first() {
         Some(b'{') => serde_json::from_slice(&body).ok(),
         _ => None,
     };
-    let is_stream = group
-        .channel
-        .is_stream(path, query, head.header("accept"), json.as_ref());
+    let is_stream =
+        group
+            .channel
+            .is_stream(path, query, accept, &BodyFacts::of_value(json.as_ref()));
     let mut body = body;
     if let (Some(overrides), Some(serde_json::Value::Object(map))) =
         (&group.param_overrides, json.as_mut())
@@ -122,9 +136,10 @@ pub(super) fn rewrite(
             body = bytes;
         }
     }
+    let facts = BodyFacts::of_value(json.as_ref());
     let model = group
         .channel
-        .model(path, json.as_ref())
+        .model(path, &facts)
         .unwrap_or_default()
         .to_string();
     (body, is_stream, model, json)

@@ -13,7 +13,41 @@ use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime, TimeZone, Utc};
 
 /// The stored form of `t`: `YYYY-MM-DD HH:MM:SS.fffffffff+00:00`.
 pub(crate) fn format(t: DateTime<Utc>) -> String {
-    t.format("%Y-%m-%d %H:%M:%S%.9f+00:00").to_string()
+    use chrono::{Datelike, Timelike};
+    let year = t.year();
+    if !(0..=9999).contains(&year) {
+        return t.format("%Y-%m-%d %H:%M:%S%.9f+00:00").to_string();
+    }
+    // By hand: every request log row has a time, and chrono's formatter interprets its
+    // pattern each call (a tenth of the log writer's time).
+    let mut out = [0u8; 35];
+    let mut put = |at: usize, value: u32, width: usize| {
+        let mut v = value;
+        for i in (at..at + width).rev() {
+            out[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    };
+    put(0, year as u32, 4);
+    put(5, t.month(), 2);
+    put(8, t.day(), 2);
+    put(11, t.hour(), 2);
+    put(14, t.minute(), 2);
+    // A leap second (nanoseconds past 1e9) prints as second 60, as chrono prints it.
+    put(17, t.second() + t.nanosecond() / 1_000_000_000, 2);
+    put(20, t.nanosecond() % 1_000_000_000, 9);
+    for (at, sep) in [
+        (4, b'-'),
+        (7, b'-'),
+        (10, b' '),
+        (13, b':'),
+        (16, b':'),
+        (19, b'.'),
+    ] {
+        out[at] = sep;
+    }
+    out[29..].copy_from_slice(b"+00:00");
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// `t` with minutes, seconds and fraction dropped: the `group_hourly_stats.time` bucket, which
@@ -129,6 +163,30 @@ fn trim_start(b: &[u8]) -> &[u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn format_by_hand_matches_chrono() {
+        let chrono = |t: DateTime<Utc>| t.format("%Y-%m-%d %H:%M:%S%.9f+00:00").to_string();
+        let leap = NaiveDate::from_ymd_opt(2016, 12, 31)
+            .and_then(|d| d.and_hms_nano_opt(23, 59, 59, 1_500_000_000))
+            .map(|t| Utc.from_utc_datetime(&t))
+            .expect("leap second");
+        let mut times = vec![
+            leap,
+            DateTime::from_timestamp(0, 0).expect("epoch"),
+            DateTime::from_timestamp(1_764_151_200, 7).expect("t"),
+            DateTime::from_timestamp(253_402_300_799, 999_999_999).expect("9999"),
+            DateTime::from_timestamp(-62_000_000_000, 0).expect("year 5"),
+            DateTime::from_timestamp(-70_000_000_000, 0).expect("before year 0"),
+        ];
+        times.extend((0..1000).map(|i| {
+            DateTime::from_timestamp(1_700_000_000 + i * 7919 * 13, (i as u32) * 999_983)
+                .expect("t")
+        }));
+        for t in times {
+            assert_eq!(format(t), chrono(t));
+        }
+    }
 
     fn utc(text: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(text)

@@ -23,6 +23,13 @@ impl SqliteStore {
         self.write("write log batch", move |conn| write_batch(conn, &batch))
             .await
     }
+
+    pub(crate) fn write_batch_blocking(&self, batch: &FlushBatch) -> StoreResult<()> {
+        if batch.logs.is_empty() && batch.key_states.is_empty() {
+            return Ok(());
+        }
+        write_batch(&mut super::lock(&self.writer), batch)
+    }
 }
 
 /// Successful requests served by one key of one group.
