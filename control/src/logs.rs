@@ -250,10 +250,11 @@ fn log_row(id: String, log: AttemptLog, cipher: &KeyCipher) -> LogRow {
             .map(|n| n.to_string())
             .unwrap_or_default(),
         key_value: log
-            .key_value
-            .map(|k| stored_key_value(&k, cipher))
+            .key
+            .as_ref()
+            .map(|k| stored_key_value(&k.value, cipher))
             .unwrap_or_default(),
-        key_hash: log.key_hash.map(|h| h.to_string()).unwrap_or_default(),
+        key_hash: log.key.map(|k| k.hash.to_string()).unwrap_or_default(),
         model: log.model,
         is_success: log.is_success,
         source_ip: log.source_ip,

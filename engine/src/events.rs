@@ -16,10 +16,9 @@ pub struct AttemptLog {
     pub group_name: Arc<str>,
     pub parent_group_id: i64,
     pub parent_group_name: Option<Arc<str>>,
-    pub key_id: i64,
-    pub key_hash: Option<Arc<str>>,
-    /// The upstream key, kept so the writer can store it the way `api_keys` does.
-    pub key_value: Option<Arc<str>>,
+    /// The key the attempt used (its hash and value go into the row; the writer stores the
+    /// value the way `api_keys` does). Shared, not copied.
+    pub key: Option<Arc<crate::keys::KeySlot>>,
     pub model: String,
     pub is_success: bool,
     pub source_ip: String,

@@ -125,13 +125,13 @@ fn request_head(head: &RequestHead, client: &Client, content_length: u64) -> Vec
     out.extend_from_slice(head.target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
     for h in &head.headers {
-        let name = &*h.name;
+        let name = h.name;
         let skip = is_hop_by_hop(name)
             || ["content-length", "expect", CLIENT_IP_HEADER]
                 .iter()
                 .any(|n| n.eq_ignore_ascii_case(name));
         if !skip {
-            write_header(&mut out, name, &h.value);
+            write_header(&mut out, name, h.value);
         }
     }
     if head.header("host").is_none() {

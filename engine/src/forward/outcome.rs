@@ -55,15 +55,16 @@ pub(super) fn log_attempt(
     let request_path = logged_target(&request.head.target);
     let upstream_addr = used
         .map(|(_, u)| {
-            let q = if request.query.is_empty() {
-                String::new()
-            } else {
-                format!("?{}", request.query)
-            };
-            truncate(
-                &format!("{}{}{}", u.url.trim_end_matches('/'), request.path, q),
-                LOGGED_PATH_LIMIT,
-            )
+            let base = u.url.trim_end_matches('/');
+            let mut addr =
+                String::with_capacity(base.len() + request.path.len() + 1 + request.query.len());
+            addr.push_str(base);
+            addr.push_str(&request.path);
+            if !request.query.is_empty() {
+                addr.push('?');
+                addr.push_str(&request.query);
+            }
+            truncate_in_place(addr, LOGGED_PATH_LIMIT)
         })
         .unwrap_or_default();
     let log = AttemptLog {
@@ -72,9 +73,7 @@ pub(super) fn log_attempt(
         group_name: group.name.clone(),
         parent_group_id: request.parent.as_ref().map_or(0, |p| p.id),
         parent_group_name: request.parent.as_ref().map(|p| p.name.clone()),
-        key_id: used.map(|(k, _)| k.id).unwrap_or(0),
-        key_hash: used.map(|(k, _)| k.hash.clone()),
-        key_value: used.map(|(k, _)| Arc::from(&*k.value)),
+        key: used.map(|(k, _)| Arc::clone(k)),
         model: request.model.clone(),
         is_success: error.is_empty() && status < 400,
         source_ip: request.source_ip.clone(),
@@ -104,12 +103,13 @@ pub(super) fn log_attempt(
 pub(super) fn logged_target(target: &str) -> String {
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let query = strip_key_param(query);
-    let full = if query.is_empty() {
-        path.to_string()
-    } else {
-        format!("{path}?{query}")
-    };
-    truncate(&full, LOGGED_PATH_LIMIT)
+    let mut full = String::with_capacity(path.len() + 1 + query.len());
+    full.push_str(path);
+    if !query.is_empty() {
+        full.push('?');
+        full.push_str(&query);
+    }
+    truncate_in_place(full, LOGGED_PATH_LIMIT)
 }
 
 pub(super) fn header_text(head: &RequestHead, name: &str) -> String {
@@ -162,6 +162,18 @@ pub fn mask_key(key: &str) -> String {
     format!("{head}****{tail}")
 }
 
+/// `text` cut to at most `limit` bytes on a character boundary, without copying.
+pub(super) fn truncate_in_place(mut text: String, limit: usize) -> String {
+    if text.len() > limit {
+        let mut end = limit;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+    text
+}
+
 pub(super) fn truncate(text: &str, limit: usize) -> String {
     if text.len() <= limit {
         return text.to_string();
@@ -176,6 +188,14 @@ pub(super) fn truncate(text: &str, limit: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn truncation_keeps_whole_characters() {
+        assert_eq!(truncate_in_place("héllo".into(), 2), "h");
+        assert_eq!(truncate_in_place("héllo".into(), 3), "hé");
+        assert_eq!(truncate_in_place("abc".into(), 10), "abc");
+        assert_eq!(truncate("héllo", 2), "h");
+    }
 
     #[test]
     fn error_message_order() {

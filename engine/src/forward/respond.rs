@@ -163,7 +163,7 @@ pub fn respond_framing(
                 .iter()
                 .find(|h| h.name.eq_ignore_ascii_case("content-length"))
             {
-                write_header(out, "Content-Length", &h.value);
+                write_header(out, "Content-Length", h.value);
             }
             client.finish_head(out, None);
             ClientFraming::Length(0)
@@ -188,7 +188,7 @@ pub fn copy_response_headers(
     ];
     let connection_listed = connection_listed(&head.headers);
     for h in &head.headers {
-        let name = &*h.name;
+        let name = h.name;
         if is_hop_by_hop(name)
             || name.eq_ignore_ascii_case("content-length")
             || connection_listed
@@ -203,7 +203,7 @@ pub fn copy_response_headers(
         {
             continue;
         }
-        write_header(out, name, &h.value);
+        write_header(out, name, h.value);
     }
     if is_stream {
         for (name, value) in SSE_HEADERS {

@@ -131,7 +131,7 @@ pub(super) fn copy_request_headers(
 ) {
     let connection_listed = connection_listed(&head.headers);
     for h in &head.headers {
-        let name = &*h.name;
+        let name = h.name;
         let skip = is_hop_by_hop(name)
             || ["host", "content-length", "expect"]
                 .iter()
@@ -148,17 +148,17 @@ pub(super) fn copy_request_headers(
                 .any(|c| c.eq_ignore_ascii_case(name))
             || is_ruled(rules, name);
         if !skip {
-            write_header(out, name, &h.value);
+            write_header(out, name, h.value);
         }
     }
 }
 
-pub(super) fn connection_listed(headers: &[crate::http::Header]) -> Vec<String> {
+pub(super) fn connection_listed(headers: &crate::http::Headers) -> Vec<String> {
     headers
         .iter()
         .filter(|h| h.name.eq_ignore_ascii_case("connection"))
         .flat_map(|h| {
-            crate::http::connection_tokens(&h.value)
+            crate::http::connection_tokens(h.value)
                 .map(|t| String::from_utf8_lossy(t).trim().to_string())
                 .collect::<Vec<_>>()
         })

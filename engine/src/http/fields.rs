@@ -2,7 +2,7 @@
 //! Transfer-Encoding, Connection, and the hop-by-hop set. Shared by the request and response
 //! parsers so both read these fields the same way.
 
-use super::Header;
+use super::Headers;
 
 /// Header names a proxy must not forward (RFC 9110 §7.6.1, plus the de-facto `keep-alive` and
 /// `proxy-connection`). Content-Length is not here: callers drop or recompute it themselves
@@ -49,15 +49,15 @@ pub(super) fn trim_ows(value: &[u8]) -> &[u8] {
 }
 
 /// Values of every header named `name` (ASCII case-insensitive), in order of arrival.
-pub(super) fn values<'a>(headers: &'a [Header], name: &str) -> impl Iterator<Item = &'a [u8]> {
+pub(super) fn values<'a>(headers: &'a Headers, name: &str) -> impl Iterator<Item = &'a [u8]> {
     headers
         .iter()
         .filter(move |h| h.name.eq_ignore_ascii_case(name))
-        .map(|h| &*h.value)
+        .map(|h| h.value)
 }
 
 /// Whether any Connection header lists `token` (ASCII case-insensitive).
-pub(super) fn connection_has(headers: &[Header], token: &str) -> bool {
+pub(super) fn connection_has(headers: &Headers, token: &str) -> bool {
     values(headers, "connection")
         .flat_map(connection_tokens)
         .any(|t| t.eq_ignore_ascii_case(token.as_bytes()))
@@ -65,7 +65,7 @@ pub(super) fn connection_has(headers: &[Header], token: &str) -> bool {
 
 /// Persistence by the version's default (RFC 9112 §9.3): HTTP/1.1 stays open unless
 /// `Connection: close`; HTTP/1.0 closes unless `Connection: keep-alive`.
-pub(super) fn wants_keep_alive(headers: &[Header], minor_version: u8) -> bool {
+pub(super) fn wants_keep_alive(headers: &Headers, minor_version: u8) -> bool {
     if connection_has(headers, "close") {
         return false;
     }
@@ -74,7 +74,7 @@ pub(super) fn wants_keep_alive(headers: &[Header], minor_version: u8) -> bool {
 
 /// The message's Content-Length, if any: every Content-Length header and every element of a
 /// comma list must be `1*DIGIT` fitting in u64, and all must agree (RFC 9112 §6.3 item 5).
-pub(super) fn content_length(headers: &[Header]) -> Result<Option<u64>, &'static str> {
+pub(super) fn content_length(headers: &Headers) -> Result<Option<u64>, &'static str> {
     let mut found = None;
     for element in values(headers, "content-length").flat_map(list_elements) {
         let n = parse_digits(element)?;
@@ -99,14 +99,14 @@ fn parse_digits(digits: &[u8]) -> Result<u64, &'static str> {
 }
 
 /// Whether the message carries any Transfer-Encoding header.
-pub(super) fn has_transfer_encoding(headers: &[Header]) -> bool {
+pub(super) fn has_transfer_encoding(headers: &Headers) -> bool {
     values(headers, "transfer-encoding").next().is_some()
 }
 
 /// Checks a request's Transfer-Encoding: we only decode `chunked`, and anything else (another
 /// coding, a list, a second header) could be framed differently by the upstream, so it is refused
 /// rather than guessed at (RFC 9112 §6.1 lets a server answer 501; 400 also closes the door).
-pub(super) fn request_transfer_encoding_is_chunked(headers: &[Header]) -> Result<(), &'static str> {
+pub(super) fn request_transfer_encoding_is_chunked(headers: &Headers) -> Result<(), &'static str> {
     let mut all = values(headers, "transfer-encoding");
     let Some(value) = all.next() else {
         return Err("no Transfer-Encoding");
@@ -123,7 +123,7 @@ pub(super) fn request_transfer_encoding_is_chunked(headers: &[Header]) -> Result
 
 /// Whether the final coding across all Transfer-Encoding headers is `chunked`, which is what
 /// decides a response's framing (RFC 9112 §6.3 item 4).
-pub(super) fn chunked_is_last(headers: &[Header]) -> bool {
+pub(super) fn chunked_is_last(headers: &Headers) -> bool {
     values(headers, "transfer-encoding")
         .flat_map(list_elements)
         .filter(|c| !c.is_empty())
@@ -135,11 +135,12 @@ pub(super) fn chunked_is_last(headers: &[Header]) -> bool {
 mod tests {
     use super::*;
 
-    fn h(name: &str, value: &str) -> Header {
-        Header {
-            name: name.into(),
-            value: value.as_bytes().into(),
-        }
+    fn h<'a>(name: &'a str, value: &'a str) -> (&'a str, &'a [u8]) {
+        (name, value.as_bytes())
+    }
+
+    fn hl<'a>(pairs: &[(&'a str, &'a [u8])]) -> Headers {
+        Headers::from_pairs(pairs.iter().copied())
     }
 
     #[test]
@@ -174,10 +175,13 @@ mod tests {
 
     #[test]
     fn content_length_accepts_identical_repeats() {
-        let hs = [h("Content-Length", "5, 5"), h("content-length", "5")];
+        let hs = hl(&[h("Content-Length", "5, 5"), h("content-length", "5")]);
         assert_eq!(content_length(&hs), Ok(Some(5)));
-        assert_eq!(content_length(&[h("X", "1")]), Ok(None));
-        assert_eq!(content_length(&[h("content-length", "007")]), Ok(Some(7)));
+        assert_eq!(content_length(&hl(&[h("X", "1")])), Ok(None));
+        assert_eq!(
+            content_length(&hl(&[h("content-length", "007")])),
+            Ok(Some(7))
+        );
     }
 
     #[test]
@@ -194,20 +198,22 @@ mod tests {
             "18446744073709551616",
         ] {
             assert!(
-                content_length(&[h("Content-Length", bad)]).is_err(),
+                content_length(&hl(&[h("Content-Length", bad)])).is_err(),
                 "{bad:?}"
             );
         }
         let max = u64::MAX.to_string();
         assert_eq!(
-            content_length(&[h("Content-Length", &max)]),
+            content_length(&hl(&[h("Content-Length", &max)])),
             Ok(Some(u64::MAX))
         );
     }
 
     #[test]
     fn request_te_only_lone_chunked() {
-        assert!(request_transfer_encoding_is_chunked(&[h("Transfer-Encoding", "ChUnKeD")]).is_ok());
+        assert!(
+            request_transfer_encoding_is_chunked(&hl(&[h("Transfer-Encoding", "ChUnKeD")])).is_ok()
+        );
         for bad in [
             "chunked, identity",
             "gzip, chunked",
@@ -216,40 +222,46 @@ mod tests {
             "",
             "chunked\x0b",
         ] {
-            let hs = [h("Transfer-Encoding", bad)];
+            let hs = hl(&[h("Transfer-Encoding", bad)]);
             assert!(
                 request_transfer_encoding_is_chunked(&hs).is_err(),
                 "{bad:?}"
             );
         }
-        let two = [
+        let two = hl(&[
             h("Transfer-Encoding", "chunked"),
             h("transfer-encoding", "chunked"),
-        ];
+        ]);
         assert!(request_transfer_encoding_is_chunked(&two).is_err());
     }
 
     #[test]
     fn response_chunked_must_be_last() {
-        assert!(chunked_is_last(&[h("Transfer-Encoding", "gzip, Chunked")]));
-        assert!(chunked_is_last(&[
+        assert!(chunked_is_last(&hl(&[h(
+            "Transfer-Encoding",
+            "gzip, Chunked"
+        )])));
+        assert!(chunked_is_last(&hl(&[
             h("TE", "x"),
             h("Transfer-Encoding", "gzip"),
             h("transfer-encoding", "chunked")
-        ]));
-        assert!(!chunked_is_last(&[h("Transfer-Encoding", "chunked, gzip")]));
-        assert!(!chunked_is_last(&[h("Transfer-Encoding", "")]));
-        assert!(!chunked_is_last(&[]));
+        ])));
+        assert!(!chunked_is_last(&hl(&[h(
+            "Transfer-Encoding",
+            "chunked, gzip"
+        )])));
+        assert!(!chunked_is_last(&hl(&[h("Transfer-Encoding", "")])));
+        assert!(!chunked_is_last(&hl(&[])));
     }
 
     #[test]
     fn keep_alive_by_version() {
-        assert!(wants_keep_alive(&[], 1));
-        assert!(!wants_keep_alive(&[h("Connection", "foo, Close")], 1));
-        assert!(!wants_keep_alive(&[], 0));
-        assert!(wants_keep_alive(&[h("connection", "Keep-Alive")], 0));
+        assert!(wants_keep_alive(&hl(&[]), 1));
+        assert!(!wants_keep_alive(&hl(&[h("Connection", "foo, Close")]), 1));
+        assert!(!wants_keep_alive(&hl(&[]), 0));
+        assert!(wants_keep_alive(&hl(&[h("connection", "Keep-Alive")]), 0));
         assert!(!wants_keep_alive(
-            &[h("connection", "keep-alive, close")],
+            &hl(&[h("connection", "keep-alive, close")]),
             0
         ));
     }

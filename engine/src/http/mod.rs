@@ -31,6 +31,7 @@ use std::fmt;
 
 pub use chunked::{ChunkedDecoder, ChunkedError};
 pub use fields::{connection_tokens, is_hop_by_hop};
+
 pub use request::{BodyFraming, RequestHead, parse_request_head};
 pub use response::{ResponseFraming, ResponseHead, parse_response_head};
 pub use write::{LAST_CHUNK, reason_phrase, write_chunk, write_header, write_status_line};
@@ -66,18 +67,113 @@ impl Default for Limits {
 
 /// One header field as received: the name keeps its case (forwarded verbatim), the value is
 /// trimmed of surrounding whitespace and may hold obs-text, hence bytes rather than `str`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Header {
-    pub name: Box<str>,
-    pub value: Box<[u8]>,
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header<'a> {
+    pub name: &'a str,
+    pub value: &'a [u8],
 }
 
-impl Header {
-    fn from_httparse(h: &httparse::Header<'_>) -> Self {
-        Header {
-            name: h.name.into(),
-            value: h.value.into(),
+/// The field lines of a head, in order, in three allocations whatever their number: the names
+/// end to end, the values end to end, and where each starts. A copy per field, as a
+/// `Vec<(String, Vec<u8>)>` would make, was two allocations per header on every request and
+/// response.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Headers {
+    names: String,
+    values: Vec<u8>,
+    /// Per field: where its name and its value end in `names` and `values`.
+    ends: Vec<(u32, u32)>,
+}
+
+impl Headers {
+    fn from_httparse(fields: &[httparse::Header<'_>]) -> Self {
+        Self::from_pairs(fields.iter().map(|h| (h.name, h.value)))
+    }
+
+    /// Headers from `(name, value)` pairs, in order.
+    pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a [u8])> + Clone) -> Self {
+        let (mut names_len, mut values_len, mut count) = (0, 0, 0);
+        for (name, value) in pairs.clone() {
+            names_len += name.len();
+            values_len += value.len();
+            count += 1;
         }
+        let mut headers = Headers {
+            names: String::with_capacity(names_len),
+            values: Vec::with_capacity(values_len),
+            ends: Vec::with_capacity(count),
+        };
+        for (name, value) in pairs {
+            headers.names.push_str(name);
+            headers.values.extend_from_slice(value);
+            // Heads are bounded far below 4 GiB (`Limits::max_head`, `MAX_RESPONSE_HEAD`).
+            let end = |len: usize| u32::try_from(len).unwrap_or(u32::MAX);
+            headers
+                .ends
+                .push((end(headers.names.len()), end(headers.values.len())));
+        }
+        headers
+    }
+
+    /// The fields in order of arrival.
+    pub fn iter(&self) -> HeaderIter<'_> {
+        HeaderIter {
+            headers: self,
+            index: 0,
+            name_start: 0,
+            value_start: 0,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+}
+
+impl<'a> IntoIterator for &'a Headers {
+    type Item = Header<'a>;
+    type IntoIter = HeaderIter<'a>;
+
+    fn into_iter(self) -> HeaderIter<'a> {
+        self.iter()
+    }
+}
+
+/// The fields of [`Headers`], in order.
+#[derive(Clone)]
+pub struct HeaderIter<'a> {
+    headers: &'a Headers,
+    index: usize,
+    name_start: usize,
+    value_start: usize,
+}
+
+impl<'a> Iterator for HeaderIter<'a> {
+    type Item = Header<'a>;
+
+    fn next(&mut self) -> Option<Header<'a>> {
+        let &(name_end, value_end) = self.headers.ends.get(self.index)?;
+        let (name_end, value_end) = (name_end as usize, value_end as usize);
+        let header = Header {
+            name: self
+                .headers
+                .names
+                .get(self.name_start..name_end)
+                .unwrap_or_default(),
+            value: self
+                .headers
+                .values
+                .get(self.value_start..value_end)
+                .unwrap_or_default(),
+        };
+        self.index += 1;
+        self.name_start = name_end;
+        self.value_start = value_end;
+        Some(header)
     }
 }
 
@@ -131,13 +227,32 @@ impl fmt::Display for HeadError {
 impl std::error::Error for HeadError {}
 
 /// The value of the first header named `name` (ASCII case-insensitive).
-fn first_header<'a>(headers: &'a [Header], name: &str) -> Option<&'a [u8]> {
+fn first_header<'a>(headers: &'a Headers, name: &str) -> Option<&'a [u8]> {
     fields::values(headers, name).next()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn headers_keep_order_case_and_empty_values() {
+        let pairs: [(&str, &[u8]); 4] = [
+            ("Host", b"a"),
+            ("X-Empty", b""),
+            ("x-obs", b"\xff\xfe"),
+            ("host", b"b"),
+        ];
+        let headers = Headers::from_pairs(pairs);
+        assert_eq!(headers.len(), 4);
+        let back: Vec<(&str, &[u8])> = headers.iter().map(|h| (h.name, h.value)).collect();
+        assert_eq!(back, pairs);
+        assert_eq!(first_header(&headers, "HOST"), Some(&b"a"[..]));
+        assert_eq!(first_header(&headers, "x-empty"), Some(&b""[..]));
+        assert_eq!(first_header(&headers, "missing"), None);
+        assert!(Headers::default().is_empty());
+        assert_eq!(Headers::default().iter().next(), None);
+    }
 
     #[test]
     fn head_error_statuses_and_reasons() {

@@ -3,7 +3,7 @@
 //! never disagree on where a request ends.
 
 use super::lines::{HeadLines, is_ctl, is_tchar, scan_request_head};
-use super::{HeadError, Header, Limits, fields, first_header};
+use super::{HeadError, Headers, Limits, fields, first_header};
 
 /// How a request's body is delimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,7 +30,7 @@ pub struct RequestHead {
     /// 0 for HTTP/1.0, 1 for HTTP/1.1.
     pub minor_version: u8,
     /// Every field line, in order, names as received.
-    pub headers: Vec<Header>,
+    pub headers: Headers,
     pub framing: BodyFraming,
     /// Whether the client expects the connection to stay open after this exchange.
     pub keep_alive: bool,
@@ -204,14 +204,14 @@ fn absolute_form(target: &str) -> Result<Target, HeadError> {
 }
 
 /// Splits the already line-checked field lines with httparse.
-fn parse_fields(buf: &[u8], lines: &HeadLines) -> Result<Vec<Header>, HeadError> {
+fn parse_fields(buf: &[u8], lines: &HeadLines) -> Result<Headers, HeadError> {
     let fields = buf
         .get(lines.request_line_end + 2..lines.head_len)
         .unwrap_or_default();
     let mut parsed = vec![httparse::EMPTY_HEADER; lines.field_count];
     match httparse::parse_headers(fields, &mut parsed) {
         Ok(httparse::Status::Complete((_, found))) if found.len() == lines.field_count => {
-            Ok(found.iter().map(Header::from_httparse).collect())
+            Ok(Headers::from_httparse(found))
         }
         // The line scan admits only lines httparse accepts; reaching this means the two
         // disagree, and refusing is the safe answer.
@@ -220,7 +220,7 @@ fn parse_fields(buf: &[u8], lines: &HeadLines) -> Result<Vec<Header>, HeadError>
 }
 
 /// RFC 9112 §3.2: HTTP/1.1 needs exactly one Host; no version may send two.
-fn check_host(headers: &[Header], minor_version: u8) -> Result<(), HeadError> {
+fn check_host(headers: &Headers, minor_version: u8) -> Result<(), HeadError> {
     match fields::values(headers, "host").count() {
         0 if minor_version >= 1 => Err(HeadError::BadRequest("HTTP/1.1 request without Host")),
         0 | 1 => Ok(()),
@@ -229,7 +229,7 @@ fn check_host(headers: &[Header], minor_version: u8) -> Result<(), HeadError> {
 }
 
 /// RFC 9112 §6.1 and §6.3, with every ambiguous case refused instead of resolved.
-fn body_framing(headers: &[Header], minor_version: u8) -> Result<BodyFraming, HeadError> {
+fn body_framing(headers: &Headers, minor_version: u8) -> Result<BodyFraming, HeadError> {
     let length = fields::content_length(headers).map_err(HeadError::BadRequest)?;
     if !fields::has_transfer_encoding(headers) {
         return Ok(length.map_or(BodyFraming::None, BodyFraming::Length));
@@ -291,7 +291,7 @@ mod tests {
         assert_eq!(head.authority, None);
         assert_eq!(head.minor_version, 1);
         assert_eq!(head.headers.len(), 2);
-        assert_eq!(&*head.headers[1].name, "Accept");
+        assert_eq!(head.headers.iter().nth(1).map(|h| h.name), Some("Accept"));
         assert_eq!(head.framing, BodyFraming::None);
         assert!(head.keep_alive);
         assert!(!head.expect_continue);

@@ -6,7 +6,7 @@
 
 use memchr::memchr_iter;
 
-use super::{HeadError, Header, fields, first_header};
+use super::{HeadError, Headers, fields, first_header};
 
 /// How a response's body is delimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,7 +29,7 @@ pub struct ResponseHead {
     pub reason: Box<str>,
     /// 0 for HTTP/1.0, 1 for HTTP/1.1.
     pub minor_version: u8,
-    pub headers: Vec<Header>,
+    pub headers: Headers,
     pub framing: ResponseFraming,
     /// Whether the upstream connection may be reused after this response's body.
     pub keep_alive: bool,
@@ -91,7 +91,7 @@ struct RawResponse {
     status: u16,
     reason: Box<str>,
     minor_version: u8,
-    headers: Vec<Header>,
+    headers: Headers,
     head_len: usize,
 }
 
@@ -126,7 +126,7 @@ fn parse_into<'b>(
         status,
         reason: response.reason.unwrap_or_default().into(),
         minor_version,
-        headers: response.headers.iter().map(Header::from_httparse).collect(),
+        headers: Headers::from_httparse(response.headers),
         head_len,
     }))
 }
@@ -146,7 +146,7 @@ fn from_httparse_error(e: httparse::Error) -> HeadError {
 
 /// RFC 9112 §6.3, items 1–7 in order.
 fn response_framing(
-    headers: &[Header],
+    headers: &Headers,
     status: u16,
     minor_version: u8,
     request_was_head: bool,
@@ -178,7 +178,7 @@ fn response_framing(
 /// Transfer-Encoding and Content-Length may have been framed differently by someone on the path
 /// (§6.3 item 3), and after a 101 the connection no longer speaks HTTP.
 fn keeps_alive(
-    headers: &[Header],
+    headers: &Headers,
     status: u16,
     minor_version: u8,
     framing: ResponseFraming,
