@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
 use engine::events::{AttemptLog, Event, KeyHealth};
-use store::{FlushBatch, KeyStateUpdate, LogRow, Store};
+use store::{FlushBatch, KeyStateUpdate, KeyUsage, LogRow, Store};
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::encryption::KeyCipher;
@@ -27,6 +27,8 @@ use crate::encryption::KeyCipher;
 const MAX_BATCH: usize = 2000;
 /// Pending records kept through database errors before the oldest are dropped (with a warning).
 const MAX_PENDING: usize = 200_000;
+/// Keys whose usage is held before it is written regardless of the interval (~30 MB).
+const MAX_USAGE_KEYS: usize = 1_000_000;
 /// How often the writer wakes up to check the interval and shutdown.
 const TICK: Duration = Duration::from_millis(50);
 
@@ -57,6 +59,8 @@ impl LogWriter {
             logs: Vec::new(),
             ids: LogIds::new(),
             key_states: HashMap::new(),
+            key_usage: HashMap::new(),
+            last_usage_flush: Instant::now(),
             last_flush: Instant::now(),
         };
         let thread = std::thread::Builder::new()
@@ -84,6 +88,9 @@ struct Writer {
     stop: Arc<AtomicBool>,
     logs: Vec<LogRow>,
     ids: LogIds,
+    /// Successful requests per key id and the latest time, since usage was last written.
+    key_usage: HashMap<i64, (i64, chrono::DateTime<chrono::Utc>)>,
+    last_usage_flush: Instant,
     /// Latest state per key: later changes of the same key supersede earlier ones.
     key_states: HashMap<i64, KeyStateUpdate>,
     last_flush: Instant,
@@ -125,18 +132,18 @@ impl Writer {
                 }
             }
             if disconnected {
-                self.flush();
+                self.flush(true);
                 return;
             }
             if stopping {
                 while let Ok(event) = self.events.try_recv() {
                     self.take(event);
                 }
-                self.flush();
+                self.flush(true);
                 return;
             }
             if self.due() {
-                self.flush();
+                self.flush(false);
             }
         }
     }
@@ -147,6 +154,11 @@ impl Writer {
                 let id = self
                     .ids
                     .next(log.timestamp.timestamp_millis().max(0) as u64);
+                if let (true, Some(key)) = (log.is_success, &log.key) {
+                    let used = self.key_usage.entry(key.id).or_insert((0, log.timestamp));
+                    used.0 += 1;
+                    used.1 = used.1.max(log.timestamp);
+                }
                 self.logs.push(log_row(id, *log, &self.cipher));
             }
             Event::Key(health) => self.key_health(health),
@@ -168,25 +180,51 @@ impl Writer {
         );
     }
 
+    fn interval(&self) -> Duration {
+        Duration::from_secs(self.interval_minutes.load(Ordering::Relaxed) * 60)
+    }
+
     /// Key states are written at once (they are few and matter); logs per the interval, which
     /// for 0 means on every wake-up.
     fn due(&self) -> bool {
         if !self.key_states.is_empty() || self.logs.len() >= MAX_BATCH {
             return true;
         }
-        let interval = Duration::from_secs(self.interval_minutes.load(Ordering::Relaxed) * 60);
-        !self.logs.is_empty() && self.last_flush.elapsed() >= interval
+        let interval = self.interval();
+        (!self.logs.is_empty() && self.last_flush.elapsed() >= interval)
+            || (!self.key_usage.is_empty() && self.last_usage_flush.elapsed() >= interval)
     }
 
-    fn flush(&mut self) {
+    /// Writes the logs and key states taken so far, and the key usage summed since it was last
+    /// written if the interval has passed (or `all`, at shutdown): a busy key's counter is then
+    /// one update per interval rather than one per batch of rows, which with a million keys
+    /// was most of what logging cost.
+    fn flush(&mut self, all: bool) {
         self.last_flush = Instant::now();
-        if self.logs.is_empty() && self.key_states.is_empty() {
-            return;
-        }
+        let usage_due = all
+            || self.key_usage.len() >= MAX_USAGE_KEYS
+            || self.last_usage_flush.elapsed() >= self.interval();
+        let key_usage: Vec<KeyUsage> = if usage_due {
+            self.last_usage_flush = Instant::now();
+            self.key_usage
+                .drain()
+                .map(|(key_id, (requests, last_used_at))| KeyUsage {
+                    key_id,
+                    requests,
+                    last_used_at,
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         let batch = FlushBatch {
             logs: std::mem::take(&mut self.logs),
             key_states: self.key_states.drain().map(|(_, v)| v).collect(),
+            key_usage,
         };
+        if batch.is_empty() {
+            return;
+        }
         if let Err(e) = self.store.write_batch_blocking(&batch) {
             tracing::error!(error = %e, logs = batch.logs.len(), "writing request logs failed; will retry");
             self.requeue(batch);
@@ -208,6 +246,14 @@ impl Writer {
         self.logs = logs;
         for state in batch.key_states {
             self.key_states.entry(state.key_id).or_insert(state);
+        }
+        for used in batch.key_usage {
+            let pending = self
+                .key_usage
+                .entry(used.key_id)
+                .or_insert((0, used.last_used_at));
+            pending.0 += used.requests;
+            pending.1 = pending.1.max(used.last_used_at);
         }
     }
 }

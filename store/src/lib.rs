@@ -28,7 +28,8 @@ use std::sync::Arc;
 
 pub use error::{StoreError, StoreResult};
 pub use model::{
-    FlushBatch, GroupRow, KeyQuery, KeyRow, KeyStateUpdate, LogRow, NewKey, SettingRow, SubGroupRow,
+    FlushBatch, GroupRow, KeyQuery, KeyRow, KeyStateUpdate, KeyUsage, LogRow, NewKey, SettingRow,
+    SubGroupRow,
 };
 pub use model::{HourlyStat, LogFilter, LogKey};
 
@@ -243,6 +244,7 @@ impl Store {
         self.write_batch(FlushBatch {
             logs: Vec::new(),
             key_states: states,
+            key_usage: Vec::new(),
         })
         .await
     }
@@ -303,10 +305,10 @@ impl Store {
     // ---- request logs -------------------------------------------------------------------
 
     /// Writes one log flush in one transaction (spec §2.14): inserts the log rows; for
-    /// successful rows adds to `api_keys.request_count` and sets `last_used_at` to the latest
-    /// timestamp, per (group, key hash); for `final` rows adds to `group_hourly_stats` of the
-    /// group and of its parent aggregate; then applies each key's failure count and status.
-    /// Log rows whose id is already stored are skipped and not counted again.
+    /// `final` rows adds to `group_hourly_stats` of the group and of its parent aggregate;
+    /// adds each key's usage (`request_count`, latest `last_used_at`) by id; then applies each
+    /// key's failure count and status. Log rows whose id is already stored are skipped and not
+    /// counted again.
     pub async fn write_batch(&self, batch: FlushBatch) -> StoreResult<()> {
         dispatch!(self, db => db.write_batch(batch))
     }

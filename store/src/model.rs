@@ -133,11 +133,29 @@ pub struct KeyStateUpdate {
     pub status: String,
 }
 
+/// Successful requests one key served since its usage was last written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyUsage {
+    pub key_id: i64,
+    pub requests: i64,
+    pub last_used_at: DateTime<Utc>,
+}
+
 /// Everything one log flush writes, in one transaction (spec §2.14).
 #[derive(Debug, Clone, Default)]
 pub struct FlushBatch {
     pub logs: Vec<LogRow>,
     pub key_states: Vec<KeyStateUpdate>,
+    /// Added to `api_keys.request_count`, `last_used_at` set to the latest, by key id. The
+    /// caller sums them (over a whole write interval, so a busy key costs one update per
+    /// interval rather than one per request); log rows are not counted again.
+    pub key_usage: Vec<KeyUsage>,
+}
+
+impl FlushBatch {
+    pub fn is_empty(&self) -> bool {
+        self.logs.is_empty() && self.key_states.is_empty() && self.key_usage.is_empty()
+    }
 }
 
 /// The console's log search (spec §3.3): every filter that is `Some` must match.

@@ -16,6 +16,7 @@ async fn write(db: &common::TestDb, logs: Vec<LogRow>) {
         .write_batch(FlushBatch {
             logs,
             key_states: vec![],
+            key_usage: vec![],
         })
         .await
         .expect("flush");

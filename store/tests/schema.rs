@@ -277,13 +277,18 @@ async fn gorm_v1_database_opens_as_is() {
     assert_eq!(keys[1].last_used_at, None);
     assert_eq!(keys[2].created_at, utc("2025-09-01T02:00:00Z"));
 
-    // The flush works against GORM's indexes: a log row for the served key bumps its counter
-    // and the hourly stats upsert lands on idx_group_time.
+    // The flush works against GORM's indexes: the served key's usage bumps its counter and
+    // the hourly stats upsert lands on idx_group_time.
     let at = utc("2025-09-01T05:10:00Z");
     store
         .write_batch(FlushBatch {
             logs: vec![common::log("new-log-1", at, 1, "hash-1")],
             key_states: vec![],
+            key_usage: vec![store::KeyUsage {
+                key_id: keys[0].id,
+                requests: 1,
+                last_used_at: at,
+            }],
         })
         .await
         .expect("flush into v1 db");
@@ -336,6 +341,7 @@ async fn older_v1_database_gains_the_columns_it_lacks() {
         .write_batch(FlushBatch {
             logs: vec![entry],
             key_states: vec![],
+            key_usage: vec![],
         })
         .await
         .expect("flush with the added columns");

@@ -5,7 +5,7 @@ mod common;
 use std::time::Duration;
 
 use common::{fresh, group, log, new_keys, raw, utc};
-use store::{FlushBatch, KeyStateUpdate, LogRow};
+use store::{FlushBatch, KeyStateUpdate, KeyUsage, LogRow};
 
 /// (time, group_id, success, failure) rows of group_hourly_stats, ordered.
 fn hourly(path: &std::path::Path) -> Vec<(String, i64, i64, i64)> {
@@ -31,11 +31,11 @@ fn log_count(path: &std::path::Path) -> i64 {
 }
 
 #[tokio::test]
-async fn successful_rows_count_per_group_and_key() {
+async fn key_usage_adds_to_the_key_that_served() {
     let db = fresh().await;
     let a = db.store.insert_group(group("a")).await.expect("group");
     let b = db.store.insert_group(group("b")).await.expect("group");
-    // The same key (same hash) imported into both groups.
+    // The same key (same hash) imported into both groups: only the row that served counts.
     db.store
         .insert_keys(a.id, new_keys("k", 2))
         .await
@@ -44,35 +44,52 @@ async fn successful_rows_count_per_group_and_key() {
         .insert_keys(b.id, new_keys("k", 1))
         .await
         .expect("keys");
+    let in_a = db.store.keys_of_group(a.id).await.expect("keys");
+    let usage = |key: usize, requests, at| KeyUsage {
+        key_id: in_a[key].id,
+        requests,
+        last_used_at: at,
+    };
 
-    let t1 = utc("2025-09-01T04:10:00.5Z");
-    let t2 = utc("2025-09-01T04:20:00.25Z");
-    let mut failed = log("l3", utc("2025-09-01T04:30:00Z"), a.id, "k-hash-0");
-    failed.is_success = false;
-    failed.status_code = 429;
+    let (t1, t2, t3) = (
+        utc("2025-09-01T04:10:00.5Z"),
+        utc("2025-09-01T04:20:00.25Z"),
+        utc("2025-09-01T04:30:00Z"),
+    );
+    let flush = |key_usage| FlushBatch {
+        logs: vec![],
+        key_states: vec![],
+        key_usage,
+    };
     db.store
-        .write_batch(FlushBatch {
-            // Out of order on purpose: last_used_at must be the latest, not the last.
-            logs: vec![
-                log("l1", t2, a.id, "k-hash-0"),
-                log("l2", t1, a.id, "k-hash-0"),
-                failed,
-                log("l4", t1, a.id, "k-hash-1"),
-            ],
-            key_states: vec![],
-        })
+        .write_batch(flush(vec![usage(0, 2, t2), usage(1, 1, t1)]))
         .await
         .expect("flush");
+    db.store
+        .write_batch(flush(vec![usage(0, 3, t3)]))
+        .await
+        .expect("second flush");
 
-    assert_eq!(log_count(&db.path), 4);
     let keys = db.store.keys_of_group(a.id).await.expect("keys");
-    assert_eq!((keys[0].request_count, keys[0].last_used_at), (2, Some(t2)));
+    assert_eq!((keys[0].request_count, keys[0].last_used_at), (5, Some(t3)));
     assert_eq!((keys[1].request_count, keys[1].last_used_at), (1, Some(t1)));
     let in_b = &db.store.keys_of_group(b.id).await.expect("keys")[0];
     assert_eq!(
         (in_b.request_count, in_b.last_used_at),
         (0, None),
         "other group untouched"
+    );
+    // Log rows alone do not count: usage is summed by the caller.
+    db.store
+        .write_batch(FlushBatch {
+            logs: vec![log("l1", t3, a.id, &keys[1].key_hash)],
+            ..FlushBatch::default()
+        })
+        .await
+        .expect("logs only");
+    assert_eq!(
+        db.store.keys_of_group(a.id).await.expect("keys")[1].request_count,
+        1
     );
 }
 
@@ -96,6 +113,7 @@ async fn final_rows_count_hourly_for_group_and_parent() {
             log(&format!("{prefix}4"), next_hour, 1, "h"),
         ],
         key_states: vec![],
+        key_usage: vec![],
     };
     db.store.write_batch(batch("a")).await.expect("first flush");
     db.store
@@ -129,6 +147,7 @@ async fn key_states_are_applied_by_id() {
                 failure_count: 3,
                 status: "invalid".to_owned(),
             }],
+            key_usage: vec![],
         })
         .await
         .expect("flush");
@@ -161,6 +180,7 @@ async fn log_rows_are_stored_as_given() {
         .write_batch(FlushBatch {
             logs: vec![entry],
             key_states: vec![],
+            key_usage: vec![],
         })
         .await
         .expect("flush");
@@ -213,14 +233,11 @@ async fn a_replayed_batch_counts_once() {
             "g-hash-0",
         )],
         key_states: vec![],
+        key_usage: vec![],
     };
     db.store.write_batch(batch.clone()).await.expect("flush");
     db.store.write_batch(batch).await.expect("replay");
     assert_eq!(log_count(&db.path), 1);
-    assert_eq!(
-        db.store.keys_of_group(g.id).await.expect("keys")[0].request_count,
-        1
-    );
     assert_eq!(hourly(&db.path)[0].2, 1);
 }
 
@@ -248,6 +265,7 @@ async fn a_failed_batch_leaves_nothing_behind() {
                 failure_count: 1,
                 status: "invalid".to_owned(),
             }],
+            key_usage: vec![],
         })
         .await;
     let err = result.expect_err("flush fails");
@@ -285,10 +303,27 @@ async fn a_thousand_logs_on_a_big_group_land_in_one_flush() {
         })
         .collect();
 
+    // 900 keys served once each, spread over the table.
+    let at = start + chrono::Duration::seconds(1000);
+    let key_usage = db
+        .store
+        .keys_of_group(g.id)
+        .await
+        .expect("keys")
+        .iter()
+        .step_by(50)
+        .take(900)
+        .map(|k| KeyUsage {
+            key_id: k.id,
+            requests: 1,
+            last_used_at: at,
+        })
+        .collect();
     db.store
         .write_batch(FlushBatch {
             logs,
             key_states: vec![],
+            key_usage,
         })
         .await
         .expect("flush");
@@ -316,6 +351,7 @@ async fn concurrent_flushes_and_reads_all_land() {
         .insert_keys(g.id, new_keys("g", 1))
         .await
         .expect("keys");
+    let key_id = db.store.keys_of_group(g.id).await.expect("keys")[0].id;
     let mut tasks = Vec::new();
     for task in 0..8 {
         let store = db.store.clone();
@@ -330,6 +366,11 @@ async fn concurrent_flushes_and_reads_all_land() {
                         "g-hash-0",
                     )],
                     key_states: vec![],
+                    key_usage: vec![KeyUsage {
+                        key_id,
+                        requests: 1,
+                        last_used_at: utc("2025-09-01T04:10:00Z"),
+                    }],
                 };
                 store.write_batch(batch).await.expect("flush");
                 store.list_groups().await.expect("read while writing");
