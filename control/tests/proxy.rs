@@ -914,6 +914,54 @@ async fn s2_10_client_going_away_is_logged_499_without_penalising_the_key() {
     assert_eq!(mock.request_count(), 1, "no retry after the client left");
 }
 
+/// A client that leaves an idle stream (the upstream quiet for an hour) is noticed while the
+/// upstream is quiet, not at its next chunk: the attempt is logged 499 and its sockets let go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_leaving_an_idle_stream_is_noticed_before_the_next_chunk() {
+    let mock = MockUpstream::start().await;
+    let (server, _) = openai_group(&mock, &["sk-upstream-1"], json!({})).await;
+    let (status, body) = server
+        .api(
+            "PUT",
+            "/api/settings",
+            Some(json!({"request_log_write_interval_minutes": 0})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let body = json!({"model": "gpt-4o-mini", "stream": true,
+        "messages": [{"role": "user", "content": "hi"}]})
+    .to_string();
+    let request = format!(
+        "POST {CHAT} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {PROXY_KEY}\r\n\
+         Content-Type: application/json\r\nx-mock-chunks: 2\r\n\
+         x-mock-chunk-delay-ms: 3600000\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut client = TcpStream::connect(("127.0.0.1", server.port))
+        .await
+        .expect("connect");
+    client.write_all(request.as_bytes()).await.expect("write");
+    let mut received = Vec::new();
+    let first_event = async {
+        let mut buf = [0u8; 4096];
+        while !String::from_utf8_lossy(&received).contains("data:") {
+            let n = client.read(&mut buf).await.expect("read");
+            assert!(n > 0, "closed before the first event");
+            received.extend_from_slice(&buf[..n]);
+        }
+    };
+    within("the first event", first_event).await;
+    drop(client);
+
+    let logged = async {
+        while logged_attempts(&server).is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    within("the attempt to be logged", logged).await;
+    assert_eq!(logged_attempts(&server), [(499, "final".to_string())]);
+}
+
 // Upstream connections: keep-alive reuse and TLS.
 
 /// A TCP relay in front of `target` that counts the connections it accepts: how the test sees

@@ -171,14 +171,23 @@ impl Client {
             if reader.is_done() {
                 return Ok(());
             }
-            let fill = reader.fill(conn);
-            let filled = match wait() {
-                Some((limit, what)) => crate::time::timeout(limit, fill)
-                    .await
-                    .unwrap_or(Err(UpstreamError::Timeout(what))),
-                None => fill.await,
+            let fill = async {
+                match wait() {
+                    Some((limit, what)) => crate::time::timeout(limit, reader.fill(conn))
+                        .await
+                        .unwrap_or(Err(UpstreamError::Timeout(what))),
+                    None => reader.fill(conn).await,
+                }
             };
-            filled.map_err(StreamError::Upstream)?;
+            // A client that leaves while the upstream is quiet (an idle stream) is noticed now,
+            // not at the next chunk, which may be minutes away: its sockets are let go.
+            let gone = crate::server::conn::client_gone(&self.stream);
+            match futures_util::future::select(std::pin::pin!(fill), std::pin::pin!(gone)).await {
+                futures_util::future::Either::Left((filled, _)) => {
+                    filled.map_err(StreamError::Upstream)?
+                }
+                futures_util::future::Either::Right(_) => return Err(StreamError::Client),
+            }
         }
     }
 }
