@@ -110,11 +110,12 @@ pub async fn run(config: Config) -> Result<(), String> {
         .await
         .map_err(|e| format!("control socket {}: {e}", socket.display()))?;
     let (events_tx, events_rx) = crossbeam_channel::unbounded();
+    let (wake_tx, wake_rx) = crossbeam_channel::bounded(1);
     let internal_secret = crate::validation::new_secret();
     let engine = engine::start(
         engine_config(&config, socket.clone(), internal_secret.clone()),
         snapshot,
-        EventSink::new(events_tx, EVENT_QUEUE),
+        EventSink::new(events_tx, EVENT_QUEUE, wake_tx),
     )
     .map_err(|e| format!("engine: {e}"))?;
     if engine.drivers.contains(&"epoll") {
@@ -138,6 +139,7 @@ pub async fn run(config: Config) -> Result<(), String> {
     let (blacklisted_tx, blacklisted_rx) = tokio::sync::mpsc::unbounded_channel();
     let writer = LogWriter::start(
         events_rx,
+        wake_rx,
         store,
         app.log_interval.clone(),
         blacklisted_tx,

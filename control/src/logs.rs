@@ -43,6 +43,7 @@ impl LogWriter {
     /// log's key as `api_keys` stores it.
     pub fn start(
         events: Receiver<Event>,
+        wake: Receiver<()>,
         store: Store,
         interval_minutes: Arc<AtomicU64>,
         blacklisted: UnboundedSender<i64>,
@@ -51,6 +52,7 @@ impl LogWriter {
         let stop = Arc::new(AtomicBool::new(false));
         let writer = Writer {
             events,
+            wake,
             store,
             interval_minutes,
             blacklisted,
@@ -81,6 +83,8 @@ impl LogWriter {
 
 struct Writer {
     events: Receiver<Event>,
+    /// Rung by the shards when a key's health changed (see `EventSink`).
+    wake: Receiver<()>,
     store: Store,
     interval_minutes: Arc<AtomicU64>,
     blacklisted: UnboundedSender<i64>,
@@ -111,9 +115,10 @@ impl Writer {
                         Err(RecvTimeoutError::Disconnected) => disconnected = true,
                     }
                 } else {
-                    // Sleep rather than wait on the queue: a shard sending to a waiting
-                    // receiver must wake it, a syscall on the request path for every record.
-                    std::thread::sleep(TICK);
+                    // Wait for the tick or a key's health change, not on the queue: a shard
+                    // sending to a waiting receiver must wake it, a syscall on the request
+                    // path for every record.
+                    let _ = self.wake.recv_timeout(TICK);
                 }
             }
             loop {

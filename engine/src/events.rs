@@ -57,23 +57,31 @@ pub enum Event {
 pub struct EventSink {
     tx: Sender<Event>,
     capacity: usize,
+    /// Rung after a key's health changed: the writer stores that at once, while attempt
+    /// records wait for its next tick (waking it per record would cost a syscall each).
+    wake: Sender<()>,
     dropped: Arc<AtomicU64>,
 }
 
 impl EventSink {
-    /// `tx` should be unbounded; `capacity` is the bound this sink keeps it to.
-    pub fn new(tx: Sender<Event>, capacity: usize) -> Self {
+    /// `tx` should be unbounded; `capacity` is the bound this sink keeps it to. `wake` should
+    /// be bounded (one pending ring is enough).
+    pub fn new(tx: Sender<Event>, capacity: usize, wake: Sender<()>) -> Self {
         Self {
             tx,
             capacity,
+            wake,
             dropped: Arc::new(AtomicU64::new(0)),
         }
     }
 
     /// Never blocks; a full or closed channel counts the event as dropped.
     pub fn emit(&self, event: Event) {
+        let urgent = matches!(event, Event::Key(_));
         if self.tx.len() >= self.capacity || self.tx.send(event).is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
+        } else if urgent {
+            let _ = self.wake.try_send(());
         }
     }
 
