@@ -102,14 +102,9 @@ async fn create(
 async fn scenario() -> Traffic {
     let mock = MockUpstream::start().await;
     let server = Server::start().await;
-    let (status, body) = server
-        .api(
-            "PUT",
-            "/api/settings",
-            Some(json!({"request_log_write_interval_minutes": 0})),
-        )
+    server
+        .set_settings(json!({"request_log_write_interval_minutes": 0}))
         .await;
-    assert_eq!(status, 200, "{body}");
     let quiet = json!({"max_retries": 0, "blacklist_threshold": 0});
     create(&server, "alpha", &mock, &[ALPHA_KEY], quiet.clone()).await;
     create(&server, "beta", &mock, &[BETA_KEY], quiet).await;

@@ -920,14 +920,9 @@ async fn s2_10_client_going_away_is_logged_499_without_penalising_the_key() {
 async fn client_leaving_an_idle_stream_is_noticed_before_the_next_chunk() {
     let mock = MockUpstream::start().await;
     let (server, _) = openai_group(&mock, &["sk-upstream-1"], json!({})).await;
-    let (status, body) = server
-        .api(
-            "PUT",
-            "/api/settings",
-            Some(json!({"request_log_write_interval_minutes": 0})),
-        )
+    server
+        .set_settings(json!({"request_log_write_interval_minutes": 0}))
         .await;
-    assert_eq!(status, 200, "{body}");
     let body = json!({"model": "gpt-4o-mini", "stream": true,
         "messages": [{"role": "user", "content": "hi"}]})
     .to_string();

@@ -151,6 +151,12 @@ impl Server {
     }
 
     /// An admin call with AUTH_KEY; returns (status, body as JSON or Null).
+    /// `PUT /api/settings` with `settings`, which must be accepted.
+    pub async fn set_settings(&self, settings: Value) {
+        let (status, body) = self.api("PUT", "/api/settings", Some(settings)).await;
+        assert_eq!(status, 200, "{body}");
+    }
+
     pub async fn api(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
         let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
         let mut req = self
