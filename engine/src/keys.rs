@@ -39,12 +39,72 @@ pub struct KeySlot {
     pub group_id: i64,
     /// The decrypted key sent upstream.
     pub value: Box<str>,
-    /// `api_keys.key_hash`, carried into log records so the writer can match the key.
-    pub hash: Arc<str>,
+    /// `api_keys.key_hash`, carried into log records.
+    pub hash: KeyHash,
     /// `KeyStatus` as u8: one byte, read on every pick.
     status: AtomicU8,
     /// Cumulative counted failures since the last reset (v1 semantics: success does not reset).
     failures: AtomicU64,
+}
+
+/// A key's `key_hash` as stored. v1 writes 64 lowercase hex digits (SHA-256, or HMAC-SHA256
+/// with `ENCRYPTION_KEY`); those are kept as their 32 bytes inline, which with a million keys
+/// is ~80 MB less than a string each. Anything else is kept as given.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub enum KeyHash {
+    Sha256([u8; 32]),
+    Text(Box<str>),
+}
+
+impl KeyHash {
+    pub fn new(text: &str) -> Self {
+        let mut bytes = [0u8; 32];
+        let lowercase_hex = text.len() == 64
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        if lowercase_hex && hex_into(text.as_bytes(), &mut bytes) {
+            KeyHash::Sha256(bytes)
+        } else {
+            KeyHash::Text(text.into())
+        }
+    }
+}
+
+impl std::fmt::Display for KeyHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeyHash::Sha256(bytes) => {
+                // Every log row writes one: a table lookup, not 32 formatter calls.
+                const DIGITS: &[u8; 16] = b"0123456789abcdef";
+                let mut hex = [0u8; 64];
+                for (pair, byte) in hex.chunks_exact_mut(2).zip(bytes) {
+                    pair[0] = DIGITS[usize::from(byte >> 4)];
+                    pair[1] = DIGITS[usize::from(byte & 0xf)];
+                }
+                f.write_str(std::str::from_utf8(&hex).unwrap_or_default())
+            }
+            KeyHash::Text(text) => f.write_str(text),
+        }
+    }
+}
+
+impl std::fmt::Debug for KeyHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "KeyHash({self})")
+    }
+}
+
+/// Decodes `hex` (two digits per byte) into `out`; false on a non-digit.
+fn hex_into(hex: &[u8], out: &mut [u8]) -> bool {
+    let digit = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    for (byte, pair) in out.iter_mut().zip(hex.chunks_exact(2)) {
+        match (digit(pair[0]), digit(pair[1])) {
+            (Some(high), Some(low)) => *byte = high << 4 | low,
+            _ => return false,
+        }
+    }
+    true
 }
 
 /// What a counted failure did to a key.
@@ -68,7 +128,7 @@ impl KeySlot {
             id,
             group_id,
             value: value.into(),
-            hash: hash.into(),
+            hash: KeyHash::new(hash),
             status: AtomicU8::new(status as u8),
             failures: AtomicU64::new(failures),
         }
@@ -176,6 +236,26 @@ impl KeyRing {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn v1_hashes_are_kept_as_bytes_and_written_back_the_same() {
+        let hex = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+        let hash = KeyHash::new(hex);
+        assert!(matches!(hash, KeyHash::Sha256(_)));
+        assert_eq!(hash.to_string(), hex);
+        assert_eq!(hash, KeyHash::new(hex));
+        for other in [
+            "h",
+            "",
+            &hex.to_uppercase(),
+            &hex[..63],
+            &format!("{}g", &hex[..63]),
+        ] {
+            let kept = KeyHash::new(other);
+            assert!(matches!(kept, KeyHash::Text(_)), "{other}");
+            assert_eq!(kept.to_string(), other);
+        }
+    }
 
     fn slot(id: i64) -> Arc<KeySlot> {
         Arc::new(KeySlot::new(

@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use engine::keys::{KeySlot, KeyStatus};
+use engine::keys::{KeyHash, KeySlot, KeyStatus};
 use poem::http::StatusCode;
 use poem::web::{Data, Path, Query};
 use poem::{Request, Response, handler};
@@ -163,8 +163,11 @@ pub async fn restore_multiple(
 ) -> ApiResult<Response> {
     standard_group(&app, input.group_id).await?;
     let keys = parse_limited(&input.keys_text)?;
-    let hashes: HashSet<String> = keys.iter().map(|k| app.cipher.hash(k)).collect();
-    let restored = restore(&app, input.group_id, |slot| hashes.contains(&*slot.hash)).await?;
+    let hashes: HashSet<KeyHash> = keys
+        .iter()
+        .map(|k| KeyHash::new(&app.cipher.hash(k)))
+        .collect();
+    let restored = restore(&app, input.group_id, |slot| hashes.contains(&slot.hash)).await?;
     let total = app.store.count_keys(input.group_id).await?;
     let ignored = keys.len().saturating_sub(restored);
     Ok(ok(
