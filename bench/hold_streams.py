@@ -27,11 +27,12 @@ more than N before starting it: each stream is one socket.
 
 import argparse
 import asyncio
-import math
 import sys
 import time
 import urllib.parse
 from collections import Counter
+
+import sse_client  # bench/, next to this script
 
 FIRST_EVENT = b"data: "
 # What the mock is asked for: the first event, then a second one an hour later.
@@ -40,28 +41,12 @@ HOLD_MS = 3_600_000
 
 def percentile(sorted_values, fraction):
     """Nearest-rank percentile of an already sorted list; 0 when it is empty."""
-    if not sorted_values:
-        return 0.0
-    index = min(len(sorted_values) - 1, max(0, math.ceil(fraction * len(sorted_values)) - 1))
-    return sorted_values[index]
+    return sse_client.percentile(sorted_values, fraction) if sorted_values else 0.0
 
 
 def request_bytes(url, key, model):
-    body = (
-        '{"model":"%s","stream":true,"messages":[{"role":"user","content":"hi"}]}' % model
-    ).encode()
-    head = (
-        f"POST {url.path or '/'} HTTP/1.1\r\n"
-        f"Host: {url.hostname}:{url.port}\r\n"
-        f"Authorization: Bearer {key}\r\n"
-        "Content-Type: application/json\r\n"
-        "Accept: text/event-stream\r\n"
-        "x-mock-chunks: 2\r\n"
-        f"x-mock-chunk-delay-ms: {HOLD_MS}\r\n"
-        f"Content-Length: {len(body)}\r\n"
-        "Connection: close\r\n\r\n"
-    )
-    return head.encode() + body
+    """A stream the mock holds open after its first event: 2 chunks, HOLD_MS apart."""
+    return sse_client.request_bytes(url, key, model, 2, HOLD_MS, [])
 
 
 async def open_stream(url, payload, timeout):

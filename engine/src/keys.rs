@@ -58,12 +58,10 @@ pub enum KeyHash {
 
 impl KeyHash {
     pub fn new(text: &str) -> Self {
+        // Lowercase only: an uppercase hash kept as bytes would be written back changed.
         let mut bytes = [0u8; 32];
-        let lowercase_hex = text.len() == 64
-            && text
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-        if lowercase_hex && hex_into(text.as_bytes(), &mut bytes) {
+        let lowercase = !text.bytes().any(|b| b.is_ascii_uppercase());
+        if lowercase && hex::decode_to_slice(text, &mut bytes).is_ok() {
             KeyHash::Sha256(bytes)
         } else {
             KeyHash::Text(text.into())
@@ -75,14 +73,13 @@ impl std::fmt::Display for KeyHash {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             KeyHash::Sha256(bytes) => {
-                // Every log row writes one: a table lookup, not 32 formatter calls.
-                const DIGITS: &[u8; 16] = b"0123456789abcdef";
-                let mut hex = [0u8; 64];
-                for (pair, byte) in hex.chunks_exact_mut(2).zip(bytes) {
-                    pair[0] = DIGITS[usize::from(byte >> 4)];
-                    pair[1] = DIGITS[usize::from(byte & 0xf)];
-                }
-                f.write_str(std::str::from_utf8(&hex).unwrap_or_default())
+                // Every log row writes one: into a buffer, not 32 formatter calls.
+                let mut text = [0u8; 64];
+                let text = hex::encode_to_slice(bytes, &mut text)
+                    .ok()
+                    .and_then(|()| std::str::from_utf8(&text).ok())
+                    .unwrap_or_default();
+                f.write_str(text)
             }
             KeyHash::Text(text) => f.write_str(text),
         }
@@ -93,18 +90,6 @@ impl std::fmt::Debug for KeyHash {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "KeyHash({self})")
     }
-}
-
-/// Decodes `hex` (two digits per byte) into `out`; false on a non-digit.
-fn hex_into(hex: &[u8], out: &mut [u8]) -> bool {
-    let digit = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
-    for (byte, pair) in out.iter_mut().zip(hex.chunks_exact(2)) {
-        match (digit(pair[0]), digit(pair[1])) {
-            (Some(high), Some(low)) => *byte = high << 4 | low,
-            _ => return false,
-        }
-    }
-    true
 }
 
 /// What a counted failure did to a key.

@@ -72,17 +72,21 @@ pub async fn sleep(limit: Duration) {
     Box::pin(monoio::time::sleep(limit)).await
 }
 
+/// Runs `future` to completion on a fresh single-threaded runtime with timers: for tests.
+#[cfg(test)]
+pub(crate) fn run<F: Future>(future: F) -> F::Output {
+    monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+        .enable_timer()
+        .build()
+        .expect("runtime")
+        .block_on(future)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn run<F: Future>(future: F) -> F::Output {
-        monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
-            .enable_timer()
-            .build()
-            .expect("runtime")
-            .block_on(future)
-    }
+    use crate::time::run;
 
     #[test]
     fn a_ready_future_wins_without_a_timer() {

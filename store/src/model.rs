@@ -98,7 +98,8 @@ pub struct KeyQuery {
 /// One `request_logs` row: one attempt of one proxied request.
 #[derive(Debug, Clone)]
 pub struct LogRow {
-    /// UUID v4; a row whose id is already stored is skipped, so a replayed batch counts once.
+    /// A UUID (v7 from the log writer); a row whose id is already stored is skipped, so a
+    /// replayed batch counts once.
     pub id: String,
     pub timestamp: DateTime<Utc>,
     pub group_id: i64,

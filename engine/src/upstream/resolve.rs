@@ -59,14 +59,7 @@ pub async fn resolve(host: &str, port: u16, timeout: Duration) -> Result<Vec<Soc
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn run<F: std::future::Future>(future: F) -> F::Output {
-        monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
-            .enable_timer()
-            .build()
-            .expect("runtime")
-            .block_on(future)
-    }
+    use crate::time::run;
 
     #[test]
     fn resolves_names_on_a_helper_thread() {
