@@ -21,6 +21,8 @@ const EVENT_QUEUE: usize = 100_000;
 const PUBLISH_WAIT: Duration = Duration::from_secs(1);
 /// How often upstream host names are resolved again.
 const RESOLVE_EVERY: Duration = Duration::from_secs(60);
+/// Keys read per query when the model is first built.
+const KEY_LOAD_BATCH: usize = 10_000;
 
 pub struct App {
     pub config: Config,
@@ -88,13 +90,30 @@ pub async fn run(config: Config) -> Result<(), String> {
         .with_env_proxy(config.env_proxy.clone());
     let groups = store.list_groups().await.map_err(|e| e.to_string())?;
     let sub_groups = store.list_sub_groups().await.map_err(|e| e.to_string())?;
-    let keys = store.all_keys().await.map_err(|e| e.to_string())?;
+    let group_count = groups.len();
+    let mut model = Model::new(settings.clone(), groups, sub_groups, cipher.clone());
+    // In batches, as v1 loads them: a million keys never sit in memory as rows all at once,
+    // only as the slots built from them.
+    let (mut loaded, mut after) = (0, i64::MIN);
+    loop {
+        let batch = store
+            .all_keys_after(after, KEY_LOAD_BATCH)
+            .await
+            .map_err(|e| e.to_string())?;
+        for key in &batch {
+            model.add_key(key);
+        }
+        loaded += batch.len();
+        match batch.last() {
+            Some(last) if batch.len() == KEY_LOAD_BATCH => after = last.id,
+            _ => break,
+        }
+    }
     tracing::info!(
-        groups = groups.len(),
-        keys = keys.len(),
+        groups = group_count,
+        keys = loaded,
         "loaded groups and keys"
     );
-    let mut model = Model::new(settings.clone(), groups, sub_groups, keys, cipher.clone());
     for (host, port) in model.unresolved_hosts() {
         let addrs = resolve(&host, port).await;
         model.resolved.insert((host, port), addrs);

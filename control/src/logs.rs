@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
 use engine::events::{AttemptLog, Event, KeyHealth};
+use engine::keys::KeySlot;
 use store::{FlushBatch, KeyStateUpdate, KeyUsage, LogRow, Store};
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -60,6 +61,7 @@ impl LogWriter {
             stop: stop.clone(),
             logs: Vec::new(),
             ids: LogIds::new(),
+            hashes: KeyHashes::default(),
             key_states: HashMap::new(),
             key_usage: HashMap::new(),
             last_usage_flush: Instant::now(),
@@ -92,6 +94,7 @@ struct Writer {
     stop: Arc<AtomicBool>,
     logs: Vec<LogRow>,
     ids: LogIds,
+    hashes: KeyHashes,
     /// Successful requests per key id and the latest time, since usage was last written.
     key_usage: HashMap<i64, (i64, chrono::DateTime<chrono::Utc>)>,
     last_usage_flush: Instant,
@@ -160,11 +163,16 @@ impl Writer {
                     .ids
                     .next(log.timestamp.timestamp_millis().max(0) as u64);
                 if let (true, Some(key)) = (log.is_success, &log.key) {
-                    let used = self.key_usage.entry(key.id).or_insert((0, log.timestamp));
+                    let used = self.key_usage.entry(key.id()).or_insert((0, log.timestamp));
                     used.0 += 1;
                     used.1 = used.1.max(log.timestamp);
                 }
-                self.logs.push(log_row(id, *log, &self.cipher));
+                let hash = log
+                    .key
+                    .as_ref()
+                    .map(|k| self.hashes.get(k, &self.cipher))
+                    .unwrap_or_default();
+                self.logs.push(log_row(id, hash, *log, &self.cipher));
             }
             Event::Key(health) => self.key_health(health),
         }
@@ -263,6 +271,30 @@ impl Writer {
     }
 }
 
+/// `request_logs.key_hash` of the keys used lately, by key id: the hash of the key as every lookup
+/// by key computes it (v1's `key_hash`), which slots do not keep. Most traffic goes through few
+/// keys, so most rows find theirs here; past [`KeyHashes::LIMIT`] keys it starts over.
+#[derive(Default)]
+struct KeyHashes {
+    by_id: HashMap<i64, String>,
+}
+
+impl KeyHashes {
+    const LIMIT: usize = 4096;
+
+    fn get(&mut self, key: &KeySlot, cipher: &KeyCipher) -> String {
+        if let Some(hash) = self.by_id.get(&key.id()) {
+            return hash.clone();
+        }
+        if self.by_id.len() >= Self::LIMIT {
+            self.by_id.clear();
+        }
+        let hash = cipher.hash(key.value());
+        self.by_id.insert(key.id(), hash.clone());
+        hash
+    }
+}
+
 /// Request log ids: UUIDs (v1's format) of version 7, time-ordered, so each insert lands at the
 /// end of the primary-key index instead of at a random page, which is most of what a log row
 /// costs SQLite. The 74 random bits come from a generator seeded once from the OS: `now_v7`
@@ -289,7 +321,8 @@ impl LogIds {
     }
 }
 
-fn log_row(id: String, log: AttemptLog, cipher: &KeyCipher) -> LogRow {
+/// `key_hash` is the hash of the key the attempt used (empty for none).
+fn log_row(id: String, key_hash: String, log: AttemptLog, cipher: &KeyCipher) -> LogRow {
     LogRow {
         id,
         timestamp: log.timestamp,
@@ -303,9 +336,9 @@ fn log_row(id: String, log: AttemptLog, cipher: &KeyCipher) -> LogRow {
         key_value: log
             .key
             .as_ref()
-            .map(|k| stored_key_value(&k.value, cipher))
+            .map(|k| stored_key_value(k.value(), cipher))
             .unwrap_or_default(),
-        key_hash: log.key.map(|k| k.hash.to_string()).unwrap_or_default(),
+        key_hash,
         model: log.model,
         is_success: log.is_success,
         source_ip: log.source_ip,

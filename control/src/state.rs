@@ -32,7 +32,7 @@ pub struct Model {
     /// Aggregate memberships (`group_sub_groups`).
     pub sub_groups: Vec<SubGroupRow>,
     /// Every key of every group, active or not, by group id.
-    pub keys: HashMap<i64, Vec<Arc<KeySlot>>>,
+    pub keys: HashMap<i64, Vec<KeySlot>>,
     /// Built groups of the last snapshot; an entry is removed when its group changes.
     built: HashMap<i64, Arc<Group>>,
     /// Resolved upstream addresses by (host, port), refreshed by the resolver task.
@@ -46,10 +46,9 @@ impl Model {
         settings: SystemSettings,
         groups: Vec<GroupRow>,
         sub_groups: Vec<SubGroupRow>,
-        keys: Vec<KeyRow>,
         cipher: KeyCipher,
     ) -> Self {
-        let mut model = Self {
+        Self {
             version: 0,
             settings,
             groups: groups.into_iter().map(|g| (g.id, g)).collect(),
@@ -58,33 +57,24 @@ impl Model {
             built: HashMap::new(),
             resolved: HashMap::new(),
             cipher,
-        };
-        for key in keys {
-            model.add_key(&key);
         }
-        model
     }
 
     /// Adds a stored key (`key_value` as stored: ciphertext when ENCRYPTION_KEY is set).
     pub fn add_key(&mut self, key: &KeyRow) {
         let slot = KeySlot::new(
             key.id,
-            key.group_id,
             &self.cipher.decrypt_or_raw(&key.key_value),
-            &key.key_hash,
             KeyStatus::parse(&key.status),
             key.failure_count.max(0) as u64,
         );
-        self.keys
-            .entry(key.group_id)
-            .or_default()
-            .push(Arc::new(slot));
+        self.keys.entry(key.group_id).or_default().push(slot);
         self.built.remove(&key.group_id);
     }
 
     pub fn remove_keys(&mut self, group_id: i64, ids: &HashSet<i64>) {
         if let Some(slots) = self.keys.get_mut(&group_id) {
-            slots.retain(|s| !ids.contains(&s.id));
+            slots.retain(|s| !ids.contains(&s.id()));
         }
         self.built.remove(&group_id);
     }
@@ -191,8 +181,8 @@ impl Model {
         })
     }
 
-    pub fn slot(&self, group_id: i64, key_id: i64) -> Option<&Arc<KeySlot>> {
-        self.keys.get(&group_id)?.iter().find(|s| s.id == key_id)
+    pub fn slot(&self, group_id: i64, key_id: i64) -> Option<&KeySlot> {
+        self.keys.get(&group_id)?.iter().find(|s| s.id() == key_id)
     }
 }
 
@@ -210,7 +200,7 @@ pub fn parse_object(json: &str) -> serde_json::Map<String, serde_json::Value> {
 fn build_group(
     row: &GroupRow,
     settings: &SystemSettings,
-    keys: Option<&Vec<Arc<KeySlot>>>,
+    keys: Option<&Vec<KeySlot>>,
     resolved: &HashMap<(String, u16), Vec<SocketAddr>>,
 ) -> Group {
     let upstreams = parse_upstreams(&row.upstreams)

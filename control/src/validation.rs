@@ -110,10 +110,10 @@ impl Outcome {
 pub async fn run(
     app: &Arc<App>,
     plan: &Plan,
-    keys: Vec<Arc<KeySlot>>,
+    keys: Vec<KeySlot>,
     mut progress: impl FnMut(usize),
 ) -> Vec<Outcome> {
-    let keys: Arc<[Arc<KeySlot>]> = keys.into();
+    let keys: Arc<[KeySlot]> = keys.into();
     let next = Arc::new(AtomicUsize::new(0));
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     for _ in 0..plan.concurrency.min(keys.len()) {
@@ -142,13 +142,13 @@ pub async fn run(
         if applier.due() {
             applier.flush(app).await;
         }
-        outcomes.insert(slot.id, outcome);
+        outcomes.insert(slot.id(), outcome);
         progress(outcomes.len());
     }
     applier.flush(app).await;
     keys.iter()
         .map(|slot| {
-            outcomes.remove(&slot.id).unwrap_or_else(|| Outcome {
+            outcomes.remove(&slot.id()).unwrap_or_else(|| Outcome {
                 valid: false,
                 error: "validation did not finish".into(),
                 counted: false,
@@ -161,7 +161,7 @@ pub async fn run(
 async fn check(app: &App, plan: &Plan, conn: &mut EngineConn, slot: &KeySlot) -> Outcome {
     let request = ValidateRequest {
         group_id: plan.group_id,
-        key: slot.value.to_string(),
+        key: slot.value().to_string(),
         test_model: plan.test_model.clone(),
         timeout_ms: plan.timeout.as_millis() as u64,
     };
@@ -203,7 +203,7 @@ impl Applier {
             return;
         }
         self.states.push(KeyStateUpdate {
-            key_id: slot.id,
+            key_id: slot.id(),
             failure_count: slot.failure_count() as i64,
             status: slot.status().as_str().into(),
         });
@@ -232,7 +232,7 @@ impl Applier {
 
 /// The manual validation task: validates `keys`, reporting progress, and finishes with v1's
 /// `{total_keys, valid_keys, invalid_keys}`.
-pub async fn run_task(app: Arc<App>, plan: Plan, keys: Vec<Arc<KeySlot>>, task: TaskHandle) {
+pub async fn run_task(app: Arc<App>, plan: Plan, keys: Vec<KeySlot>, task: TaskHandle) {
     let total = keys.len();
     let outcomes = run(&app, &plan, keys, |done| task.progress(done as u64)).await;
     let valid = outcomes.iter().filter(|o| o.valid).count();
@@ -279,7 +279,7 @@ async fn recheck_due_groups(app: &Arc<App>) {
             if age.is_some_and(|age| age <= plan.interval) {
                 continue;
             }
-            let invalid: Vec<Arc<KeySlot>> = model
+            let invalid: Vec<KeySlot> = model
                 .keys
                 .get(&row.id)
                 .into_iter()
@@ -300,7 +300,7 @@ async fn recheck_due_groups(app: &Arc<App>) {
 }
 
 /// Re-checks one group's invalid keys, then stamps `last_validated_at`.
-async fn recheck_group(app: Arc<App>, plan: Plan, invalid: Vec<Arc<KeySlot>>) {
+async fn recheck_group(app: Arc<App>, plan: Plan, invalid: Vec<KeySlot>) {
     let checked = invalid.len();
     let restored = if invalid.is_empty() {
         0
@@ -345,7 +345,7 @@ mod tests {
     }
 
     fn slot(status: KeyStatus, failures: u64) -> KeySlot {
-        KeySlot::new(7, 1, "sk-x", "h", status, failures)
+        KeySlot::new(7, "sk-x", status, failures)
     }
 
     #[test]

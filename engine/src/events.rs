@@ -18,7 +18,7 @@ pub struct AttemptLog {
     pub parent_group_name: Option<Arc<str>>,
     /// The key the attempt used (its hash and value go into the row; the writer stores the
     /// value the way `api_keys` does). Shared, not copied.
-    pub key: Option<Arc<crate::keys::KeySlot>>,
+    pub key: Option<crate::keys::KeySlot>,
     pub model: String,
     pub is_success: bool,
     pub source_ip: String,

@@ -4,8 +4,9 @@
 //! is atomics only. The control plane carries a slot over from one snapshot to the next while the
 //! key is unchanged; the shards never wait for it to learn that a key failed.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use triomphe::ThinArc;
 
 /// Key status as stored in `api_keys.status`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,65 +33,24 @@ impl KeyStatus {
     }
 }
 
-/// One upstream key and its live health.
-#[derive(Debug)]
-pub struct KeySlot {
-    pub id: i64,
-    pub group_id: i64,
-    /// The decrypted key sent upstream.
-    pub value: Box<str>,
-    /// `api_keys.key_hash`, carried into log records.
-    pub hash: KeyHash,
-    /// `KeyStatus` as u8: one byte, read on every pick.
-    status: AtomicU8,
-    /// Cumulative counted failures since the last reset (v1 semantics: success does not reset).
-    failures: AtomicU64,
+/// One upstream key and its live health: a shared handle, cloned by reference count.
+///
+/// A million keys are a million slots, so a slot is one allocation of ~90 bytes for a
+/// 51-byte key: the count, the id, the state word and the key itself behind a thin pointer.
+/// The key's hash is not kept (the log writer derives it, as every lookup by key does), nor its
+/// group (whoever holds a slot knows it).
+#[derive(Clone)]
+pub struct KeySlot(ThinArc<SlotHeader, u8>);
+
+pub struct SlotHeader {
+    id: i64,
+    /// The cumulative counted failures since the last reset (v1 semantics: success does not
+    /// reset) in the low bits, [`INVALID`] when the key is invalid: one word, so a failure
+    /// and the blacklisting it causes are one atomic step.
+    state: AtomicU64,
 }
 
-/// A key's `key_hash` as stored. v1 writes 64 lowercase hex digits (SHA-256, or HMAC-SHA256
-/// with `ENCRYPTION_KEY`); those are kept as their 32 bytes inline, which with a million keys
-/// is ~80 MB less than a string each. Anything else is kept as given.
-#[derive(Clone, PartialEq, Eq, Hash)]
-pub enum KeyHash {
-    Sha256([u8; 32]),
-    Text(Box<str>),
-}
-
-impl KeyHash {
-    pub fn new(text: &str) -> Self {
-        // Lowercase only: an uppercase hash kept as bytes would be written back changed.
-        let mut bytes = [0u8; 32];
-        let lowercase = !text.bytes().any(|b| b.is_ascii_uppercase());
-        if lowercase && hex::decode_to_slice(text, &mut bytes).is_ok() {
-            KeyHash::Sha256(bytes)
-        } else {
-            KeyHash::Text(text.into())
-        }
-    }
-}
-
-impl std::fmt::Display for KeyHash {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            KeyHash::Sha256(bytes) => {
-                // Every log row writes one: into a buffer, not 32 formatter calls.
-                let mut text = [0u8; 64];
-                let text = hex::encode_to_slice(bytes, &mut text)
-                    .ok()
-                    .and_then(|()| std::str::from_utf8(&text).ok())
-                    .unwrap_or_default();
-                f.write_str(text)
-            }
-            KeyHash::Text(text) => f.write_str(text),
-        }
-    }
-}
-
-impl std::fmt::Debug for KeyHash {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "KeyHash({self})")
-    }
-}
+const INVALID: u64 = 1 << 63;
 
 /// What a counted failure did to a key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,26 +61,31 @@ pub struct FailureOutcome {
 }
 
 impl KeySlot {
-    pub fn new(
-        id: i64,
-        group_id: i64,
-        value: &str,
-        hash: &str,
-        status: KeyStatus,
-        failures: u64,
-    ) -> Self {
-        Self {
+    /// `value` is the decrypted key sent upstream.
+    pub fn new(id: i64, value: &str, status: KeyStatus, failures: u64) -> Self {
+        let header = SlotHeader {
             id,
-            group_id,
-            value: value.into(),
-            hash: KeyHash::new(hash),
-            status: AtomicU8::new(status as u8),
-            failures: AtomicU64::new(failures),
-        }
+            state: AtomicU64::new(state_word(status, failures)),
+        };
+        Self(ThinArc::from_header_and_slice(header, value.as_bytes()))
+    }
+
+    pub fn id(&self) -> i64 {
+        self.0.header.header.id
+    }
+
+    /// The decrypted key sent upstream.
+    pub fn value(&self) -> &str {
+        // SAFETY: the bytes were copied from a `&str` in `new` and are never written since.
+        unsafe { std::str::from_utf8_unchecked(&self.0.slice) }
+    }
+
+    fn state(&self) -> &AtomicU64 {
+        &self.0.header.header.state
     }
 
     pub fn status(&self) -> KeyStatus {
-        if self.status.load(Ordering::Relaxed) == KeyStatus::Active as u8 {
+        if self.state().load(Ordering::Relaxed) & INVALID == 0 {
             KeyStatus::Active
         } else {
             KeyStatus::Invalid
@@ -132,40 +97,64 @@ impl KeySlot {
     }
 
     pub fn failure_count(&self) -> u64 {
-        self.failures.load(Ordering::Relaxed)
+        self.state().load(Ordering::Relaxed) & !INVALID
     }
 
     /// Sets status and counter, e.g. after a restore or a successful validation.
     pub fn reset(&self, status: KeyStatus, failures: u64) {
-        self.failures.store(failures, Ordering::Relaxed);
-        self.status.store(status as u8, Ordering::Relaxed);
+        self.state()
+            .store(state_word(status, failures), Ordering::Relaxed);
     }
 
     /// Counts one failure; at `threshold` (> 0) the key turns invalid. Exactly one caller sees
     /// `blacklisted == true`, however many shards fail the key at once.
     pub fn record_failure(&self, threshold: u64) -> FailureOutcome {
-        if !self.is_active() {
-            return FailureOutcome {
-                failure_count: self.failure_count(),
-                blacklisted: false,
-            };
+        let mut current = self.state().load(Ordering::Relaxed);
+        loop {
+            if current & INVALID != 0 {
+                return FailureOutcome {
+                    failure_count: current & !INVALID,
+                    blacklisted: false,
+                };
+            }
+            let failure_count = (current + 1).min(!INVALID);
+            let blacklisted = threshold > 0 && failure_count >= threshold;
+            let next = failure_count | if blacklisted { INVALID } else { 0 };
+            match self.state().compare_exchange_weak(
+                current,
+                next,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => {
+                    return FailureOutcome {
+                        failure_count,
+                        blacklisted,
+                    };
+                }
+                Err(now) => current = now,
+            }
         }
-        let failure_count = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
-        let blacklisted = threshold > 0
-            && failure_count >= threshold
-            && self
-                .status
-                .compare_exchange(
-                    KeyStatus::Active as u8,
-                    KeyStatus::Invalid as u8,
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                )
-                .is_ok();
-        FailureOutcome {
-            failure_count,
-            blacklisted,
-        }
+    }
+}
+
+fn state_word(status: KeyStatus, failures: u64) -> u64 {
+    let flag = match status {
+        KeyStatus::Active => 0,
+        KeyStatus::Invalid => INVALID,
+    };
+    failures.min(!INVALID) | flag
+}
+
+impl std::fmt::Debug for KeySlot {
+    /// The key masked, never in full.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeySlot")
+            .field("id", &self.id())
+            .field("value", &crate::forward::mask_key(self.value()))
+            .field("status", &self.status())
+            .field("failures", &self.failure_count())
+            .finish()
     }
 }
 
@@ -174,14 +163,14 @@ impl KeySlot {
 /// control plane builds a ring without them.
 #[derive(Debug, Default)]
 pub struct KeyRing {
-    slots: Box<[Arc<KeySlot>]>,
+    slots: Box<[KeySlot]>,
     next: AtomicUsize,
 }
 
 impl KeyRing {
     /// A ring over the active keys among `slots`, in the given order.
-    pub fn new(slots: impl IntoIterator<Item = Arc<KeySlot>>) -> Self {
-        let slots: Box<[Arc<KeySlot>]> = slots.into_iter().filter(|s| s.is_active()).collect();
+    pub fn new(slots: impl IntoIterator<Item = KeySlot>) -> Self {
+        let slots: Box<[KeySlot]> = slots.into_iter().filter(|s| s.is_active()).collect();
         Self {
             slots,
             next: AtomicUsize::new(0),
@@ -197,7 +186,7 @@ impl KeyRing {
     }
 
     /// The next active key, or `None` when none is active.
-    pub fn pick(&self) -> Option<&Arc<KeySlot>> {
+    pub fn pick(&self) -> Option<&KeySlot> {
         let len = self.slots.len();
         if len == 0 {
             return None;
@@ -213,7 +202,7 @@ impl KeyRing {
         self.slots.iter().any(|s| s.is_active())
     }
 
-    pub fn slots(&self) -> &[Arc<KeySlot>] {
+    pub fn slots(&self) -> &[KeySlot] {
         &self.slots
     }
 }
@@ -222,44 +211,33 @@ impl KeyRing {
 mod tests {
     use super::*;
 
-    #[test]
-    fn v1_hashes_are_kept_as_bytes_and_written_back_the_same() {
-        let hex = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
-        let hash = KeyHash::new(hex);
-        assert!(matches!(hash, KeyHash::Sha256(_)));
-        assert_eq!(hash.to_string(), hex);
-        assert_eq!(hash, KeyHash::new(hex));
-        for other in [
-            "h",
-            "",
-            &hex.to_uppercase(),
-            &hex[..63],
-            &format!("{}g", &hex[..63]),
-        ] {
-            let kept = KeyHash::new(other);
-            assert!(matches!(kept, KeyHash::Text(_)), "{other}");
-            assert_eq!(kept.to_string(), other);
-        }
+    fn slot(id: i64) -> KeySlot {
+        KeySlot::new(id, &format!("k{id}"), KeyStatus::Active, 0)
     }
 
-    fn slot(id: i64) -> Arc<KeySlot> {
-        Arc::new(KeySlot::new(
-            id,
-            1,
-            &format!("k{id}"),
-            "h",
-            KeyStatus::Active,
-            0,
-        ))
+    #[test]
+    fn a_slot_keeps_its_key_and_state_and_never_shows_the_key() {
+        let key = "sk-proj-abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGH";
+        let s = KeySlot::new(42, key, KeyStatus::Invalid, 7);
+        assert_eq!((s.id(), s.value()), (42, key));
+        assert_eq!((s.status(), s.failure_count()), (KeyStatus::Invalid, 7));
+        let shared = s.clone();
+        shared.reset(KeyStatus::Active, 0);
+        assert_eq!((s.status(), s.failure_count()), (KeyStatus::Active, 0));
+        let shown = format!("{s:?}");
+        assert!(
+            !shown.contains(key) && shown.contains("sk-p****EFGH"),
+            "{shown}"
+        );
     }
 
     #[test]
     fn rotates_in_order_and_skips_invalid() {
         let ring = KeyRing::new([slot(1), slot(2), slot(3)]);
-        let picks: Vec<i64> = (0..4).map(|_| ring.pick().unwrap().id).collect();
+        let picks: Vec<i64> = (0..4).map(|_| ring.pick().unwrap().id()).collect();
         assert_eq!(picks, [1, 2, 3, 1]);
         ring.slots()[1].reset(KeyStatus::Invalid, 3);
-        let picks: Vec<i64> = (0..4).map(|_| ring.pick().unwrap().id).collect();
+        let picks: Vec<i64> = (0..4).map(|_| ring.pick().unwrap().id()).collect();
         assert!(!picks.contains(&2), "{picks:?}");
         for s in ring.slots() {
             s.reset(KeyStatus::Invalid, 3);

@@ -241,6 +241,34 @@ async fn a_replayed_batch_counts_once() {
     assert_eq!(hourly(&db.path)[0].2, 1);
 }
 
+/// A replay that overlaps part of a large batch skips exactly the stored rows and stores and
+/// counts the rest.
+#[tokio::test]
+async fn a_partly_replayed_large_batch_counts_each_row_once() {
+    let db = fresh().await;
+    let g = db.store.insert_group(group("g")).await.expect("group");
+    db.store
+        .insert_keys(g.id, new_keys("g", 1))
+        .await
+        .expect("keys");
+    let at = utc("2025-09-01T04:10:00Z");
+    let logs: Vec<LogRow> = (0..100)
+        .map(|n| log(&format!("id-{n:03}"), at, g.id, "g-hash-0"))
+        .collect();
+    let batch = |logs: &[LogRow]| FlushBatch {
+        logs: logs.to_vec(),
+        key_states: vec![],
+        key_usage: vec![],
+    };
+    db.store
+        .write_batch(batch(&logs[..40]))
+        .await
+        .expect("flush");
+    db.store.write_batch(batch(&logs)).await.expect("replay");
+    assert_eq!(log_count(&db.path), 100);
+    assert_eq!(hourly(&db.path)[0].2, 100);
+}
+
 #[tokio::test]
 async fn a_failed_batch_leaves_nothing_behind() {
     let db = fresh().await;

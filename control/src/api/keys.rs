@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use engine::keys::{KeyHash, KeySlot, KeyStatus};
+use engine::keys::{KeySlot, KeyStatus};
 use poem::http::StatusCode;
 use poem::web::{Data, Path, Query};
 use poem::{Request, Response, handler};
@@ -163,11 +163,9 @@ pub async fn restore_multiple(
 ) -> ApiResult<Response> {
     standard_group(&app, input.group_id).await?;
     let keys = parse_limited(&input.keys_text)?;
-    let hashes: HashSet<KeyHash> = keys
-        .iter()
-        .map(|k| KeyHash::new(&app.cipher.hash(k)))
-        .collect();
-    let restored = restore(&app, input.group_id, |slot| hashes.contains(&slot.hash)).await?;
+    // v1 matches by key hash; a slot holds the key itself, which is the same match.
+    let wanted: HashSet<&str> = keys.iter().map(String::as_str).collect();
+    let restored = restore(&app, input.group_id, |slot| wanted.contains(slot.value())).await?;
     let total = app.store.count_keys(input.group_id).await?;
     let ignored = keys.len().saturating_sub(restored);
     Ok(ok(
@@ -198,7 +196,7 @@ pub async fn restore_all_invalid(
 /// "Invalid" is the live status: it leads the database by up to one log flush.
 async fn restore(app: &App, group_id: i64, pick: impl Fn(&KeySlot) -> bool) -> ApiResult<usize> {
     let slots = invalid_slots(app, group_id, pick).await;
-    let ids = slots.iter().map(|s| s.id).collect();
+    let ids = slots.iter().map(KeySlot::id).collect();
     app.store.set_key_states(group_id, ids, "active", 0).await?;
     for slot in &slots {
         slot.reset(KeyStatus::Active, 0);
@@ -210,11 +208,7 @@ async fn restore(app: &App, group_id: i64, pick: impl Fn(&KeySlot) -> bool) -> A
 }
 
 /// The group's live slots that are invalid and that `pick` selects.
-async fn invalid_slots(
-    app: &App,
-    group_id: i64,
-    pick: impl Fn(&KeySlot) -> bool,
-) -> Vec<Arc<KeySlot>> {
+async fn invalid_slots(app: &App, group_id: i64, pick: impl Fn(&KeySlot) -> bool) -> Vec<KeySlot> {
     let model = app.model.lock().await;
     model
         .keys
@@ -236,7 +230,7 @@ pub async fn clear_all_invalid(
     let ids = invalid_slots(&app, input.group_id, |_| true)
         .await
         .iter()
-        .map(|s| s.id)
+        .map(KeySlot::id)
         .collect();
     let deleted = app.store.delete_keys_by_id(input.group_id, ids).await?;
     forget_keys(&app, input.group_id, deleted.iter().copied().collect()).await;

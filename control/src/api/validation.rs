@@ -76,7 +76,7 @@ pub async fn test_multiple(
     let position: HashMap<Box<str>, usize> = found
         .iter()
         .enumerate()
-        .map(|(i, slot)| (slot.value.clone(), i))
+        .map(|(i, slot)| (Box::from(slot.value()), i))
         .collect();
     let outcomes = validation::run(&app, &plan, found, |_| {}).await;
     let results: Vec<Value> = tokens
@@ -113,7 +113,7 @@ pub async fn validate_group(
     let (plan, keys) = {
         let model = app.model.lock().await;
         let plan = Plan::of(&model, group_id).ok_or_else(group_not_found)?;
-        let keys: Vec<Arc<KeySlot>> = model
+        let keys: Vec<KeySlot> = model
             .keys
             .get(&group_id)
             .into_iter()
@@ -154,13 +154,13 @@ fn group_not_found() -> ApiError {
 }
 
 /// The group's slots whose key is among `tokens`, each once, in the group's order.
-fn keys_named(slots: Option<&Vec<Arc<KeySlot>>>, tokens: &[String]) -> Vec<Arc<KeySlot>> {
+fn keys_named(slots: Option<&Vec<KeySlot>>, tokens: &[String]) -> Vec<KeySlot> {
     let wanted: HashSet<&str> = tokens.iter().map(String::as_str).collect();
     let mut seen = HashSet::new();
     slots
         .into_iter()
         .flatten()
-        .filter(|slot| wanted.contains(&*slot.value) && seen.insert(slot.value.clone()))
+        .filter(|slot| wanted.contains(slot.value()) && seen.insert(slot.value().to_owned()))
         .cloned()
         .collect()
 }

@@ -127,9 +127,9 @@ async fn forward(shard: &Rc<Shard>, client: &mut Client, request: ProxyRequest<'
                 message,
                 body,
             } => {
-                let message = redact(&message, &key.value);
+                let message = redact(&message, key.value());
                 // The body may go back to the client: it must not carry our upstream key.
-                let body = body.map(|b| redact_bytes(b, &key.value));
+                let body = body.map(|b| redact_bytes(b, key.value()));
                 penalize(shard, &request, key, &message);
                 // When this failure left no active key, it is the answer: the client learns
                 // what the upstream said rather than a bare "no keys" (v1 answers 503, #300).
@@ -155,7 +155,7 @@ async fn try_upstream(
     shard: &Rc<Shard>,
     client: &mut Client,
     request: &ProxyRequest<'_>,
-    key: &Arc<KeySlot>,
+    key: &KeySlot,
     upstream: &Upstream,
 ) -> Attempt {
     let settings = &request.group.settings;

@@ -26,8 +26,8 @@ pub(super) fn penalize(shard: &Shard, request: &ProxyRequest<'_>, key: &KeySlot,
     }
     let outcome = key.record_failure(request.group.settings.blacklist_threshold);
     shard.events.emit(Event::Key(KeyHealth {
-        key_id: key.id,
-        group_id: key.group_id,
+        key_id: key.id(),
+        group_id: request.group.id,
         failure_count: outcome.failure_count,
         blacklisted: outcome.blacklisted,
         active: key.is_active(),
@@ -45,7 +45,7 @@ pub fn is_uncounted_error(message: &str) -> bool {
 pub(super) fn log_attempt(
     shard: &Shard,
     request: &ProxyRequest<'_>,
-    used: Option<(&Arc<KeySlot>, &Upstream)>,
+    used: Option<(&KeySlot, &Upstream)>,
     status: u16,
     error: &str,
     is_final: bool,
@@ -73,7 +73,7 @@ pub(super) fn log_attempt(
         group_name: group.name.clone(),
         parent_group_id: request.parent.as_ref().map_or(0, |p| p.id),
         parent_group_name: request.parent.as_ref().map(|p| p.name.clone()),
-        key: used.map(|(k, _)| Arc::clone(k)),
+        key: used.map(|(k, _)| k.clone()),
         model: request.model.clone(),
         is_success: error.is_empty() && status < 400,
         source_ip: request.source_ip.clone(),

@@ -15,7 +15,7 @@ pub(super) async fn deliver(
     shard: &Rc<Shard>,
     client: &mut Client,
     request: &ProxyRequest<'_>,
-    key: &Arc<KeySlot>,
+    key: &KeySlot,
     upstream: &Upstream,
     mut conn: Conn,
     head: ResponseHead,
@@ -78,7 +78,7 @@ pub(super) async fn deliver(
                 request,
                 Some((key, upstream)),
                 status,
-                &redact(&message, &key.value),
+                &redact(&message, key.value()),
                 true,
             );
         }
@@ -93,7 +93,7 @@ pub(super) async fn deliver_models_list(
     shard: &Rc<Shard>,
     client: &mut Client,
     request: &ProxyRequest<'_>,
-    key: &Arc<KeySlot>,
+    key: &KeySlot,
     upstream: &Upstream,
     mut conn: Conn,
     head: ResponseHead,
@@ -112,7 +112,7 @@ pub(super) async fn deliver_models_list(
     )));
     let extra = [("X-Request-Id", request.request_id.as_str())];
     if let Err(e) = read {
-        let message = redact(&e.to_string(), &key.value);
+        let message = redact(&e.to_string(), key.value());
         log_attempt(shard, request, Some((key, upstream)), 502, &message, true);
         let _ = client
             .send_error(502, "UPSTREAM_ERROR", &message, &extra)

@@ -22,7 +22,7 @@ pub(super) fn build_upstream_request(
     } else {
         request.path.as_bytes()
     });
-    let query = upstream_query(&request.query, placement, &key.value);
+    let query = upstream_query(&request.query, placement, key.value());
     if !query.is_empty() {
         out.push(b'?');
         out.extend_from_slice(query.as_bytes());
@@ -34,10 +34,10 @@ pub(super) fn build_upstream_request(
     let bearer;
     let injected: &[(&str, &[u8])] = match placement {
         KeyPlacement::Bearer => {
-            bearer = format!("Bearer {}", key.value);
+            bearer = format!("Bearer {}", key.value());
             &[("Authorization", bearer.as_bytes())]
         }
-        KeyPlacement::XApiKey => &[("x-api-key", key.value.as_bytes())],
+        KeyPlacement::XApiKey => &[("x-api-key", key.value().as_bytes())],
         KeyPlacement::QueryKey => &[],
     };
     let forced = channel
@@ -49,7 +49,7 @@ pub(super) fn build_upstream_request(
             write_header(&mut out, name, value);
         }
     }
-    apply_header_rules(&mut out, request, &key.value);
+    apply_header_rules(&mut out, request, key.value());
     if !request.body.is_empty()
         || !matches!(head.method.as_ref(), "GET" | "HEAD" | "DELETE" | "OPTIONS")
     {
