@@ -24,10 +24,8 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use crate::encryption::KeyCipher;
 
-/// A batch is written once it holds this many records, whatever the interval. The inserts of a
-/// flush pause for the shards (`store`'s pacer), its commit cannot: writing 500 rows' pages to
-/// the WAL is ~1 ms on the core a shard shares, where 2,000 held it for ~5 ms.
-const MAX_BATCH: usize = 500;
+/// A batch is written once it holds this many records, whatever the interval.
+const MAX_BATCH: usize = 2000;
 /// Pending records kept through database errors before the oldest are dropped (with a warning).
 const MAX_PENDING: usize = 200_000;
 /// Keys whose usage is held before it is written regardless of the interval (~30 MB).
@@ -107,7 +105,7 @@ struct Writer {
 
 impl Writer {
     fn run(mut self) {
-        set_scheduling();
+        lower_priority();
         loop {
             let stopping = self.stop.load(Ordering::SeqCst);
             let mut disconnected = false;
@@ -366,12 +364,12 @@ fn stored_key_value(key: &str, cipher: &KeyCipher) -> String {
     })
 }
 
-/// The writer runs as a normal thread with a short time slice (0.1 ms; Linux 6.6+'s EEVDF takes
-/// `sched_runtime` as the slice) and a 1 µs timer slack. A flush pauses every 0.2 ms
-/// (`store`'s pacer) so that a shard on the same core waits at most that long; with the short
-/// slice the writer is picked again as soon as its pause ends, rather than after a shard's
-/// whole slice, so pausing does not starve it. An older kernel ignores the slice.
-fn set_scheduling() {
+/// The writer runs as a batch thread (`SCHED_BATCH`) with a short time slice (0.1 ms, Linux
+/// 6.6+'s EEVDF honours `sched_runtime` as the slice): it gets its fair share of the core,
+/// but a shard that wakes up waits at most one short slice for it, not the ~3 ms default, so
+/// writing a batch of rows does not show up in request latency. An older kernel keeps the
+/// policy and ignores the slice.
+fn lower_priority() {
     #[cfg(target_os = "linux")]
     {
         /// `struct sched_attr` (include/uapi/linux/sched/types.h), not in the libc crate.
@@ -390,7 +388,7 @@ fn set_scheduling() {
         }
         let attr = SchedAttr {
             size: std::mem::size_of::<SchedAttr>() as u32,
-            policy: libc::SCHED_OTHER as u32,
+            policy: libc::SCHED_BATCH as u32,
             flags: 0,
             nice: 0,
             priority: 0,
@@ -405,9 +403,12 @@ fn set_scheduling() {
         let set =
             unsafe { libc::syscall(libc::SYS_sched_setattr, 0, &attr as *const SchedAttr, 0) };
         if set != 0 {
-            tracing::debug!(error = %std::io::Error::last_os_error(), "log writer keeps the default slice");
+            let param = libc::sched_param { sched_priority: 0 };
+            // SAFETY: as above, the older call with a valid parameter struct.
+            let set = unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) };
+            if set != 0 {
+                tracing::debug!(error = %std::io::Error::last_os_error(), "log writer stays SCHED_OTHER");
+            }
         }
-        // SAFETY: prctl with an integer argument; affects only the calling thread's timers.
-        unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1_000 as libc::c_ulong) };
     }
 }

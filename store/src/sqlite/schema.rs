@@ -63,11 +63,6 @@ pub(super) fn connect(path: &Path, label: &str) -> StoreResult<Connection> {
     // last transactions, which for request logs and counters is the right trade for speed.
     conn.pragma_update(None, "synchronous", "NORMAL")
         .with_context(|| format!("'{label}': set synchronous=NORMAL"))?;
-    // A checkpoint copies the WAL into the database in one uninterruptible call, inside the
-    // commit that crosses this many pages: 200 pages (0.8 MB) is ~1 ms of the log writer's
-    // time on the core it shares with a shard, where SQLite's 1,000 held the core for 4-12 ms.
-    conn.pragma_update(None, "wal_autocheckpoint", 200)
-        .with_context(|| format!("'{label}': set wal_autocheckpoint"))?;
     // v1 declares no foreign keys in SQLite and deletes children itself; keep it that way.
     conn.pragma_update(None, "foreign_keys", "OFF")
         .with_context(|| format!("'{label}': set foreign_keys=OFF"))?;
