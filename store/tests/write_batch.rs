@@ -24,6 +24,17 @@ fn hourly(path: &std::path::Path) -> Vec<(String, i64, i64, i64)> {
     .expect("rows")
 }
 
+/// A fresh database with group `g` holding `keys` keys.
+async fn fresh_with_group(keys: usize) -> (common::TestDb, store::GroupRow) {
+    let db = fresh().await;
+    let g = db.store.insert_group(group("g")).await.expect("group");
+    db.store
+        .insert_keys(g.id, new_keys("g", keys))
+        .await
+        .expect("keys");
+    (db, g)
+}
+
 fn log_count(path: &std::path::Path) -> i64 {
     raw(path)
         .query_row("SELECT COUNT(*) FROM request_logs", [], |row| row.get(0))
@@ -219,12 +230,7 @@ async fn log_rows_are_stored_as_given() {
 
 #[tokio::test]
 async fn a_replayed_batch_counts_once() {
-    let db = fresh().await;
-    let g = db.store.insert_group(group("g")).await.expect("group");
-    db.store
-        .insert_keys(g.id, new_keys("g", 1))
-        .await
-        .expect("keys");
+    let (db, g) = fresh_with_group(1).await;
     let batch = FlushBatch {
         logs: vec![log(
             "same-id",
@@ -245,12 +251,7 @@ async fn a_replayed_batch_counts_once() {
 /// counts the rest.
 #[tokio::test]
 async fn a_partly_replayed_large_batch_counts_each_row_once() {
-    let db = fresh().await;
-    let g = db.store.insert_group(group("g")).await.expect("group");
-    db.store
-        .insert_keys(g.id, new_keys("g", 1))
-        .await
-        .expect("keys");
+    let (db, g) = fresh_with_group(1).await;
     let at = utc("2025-09-01T04:10:00Z");
     let logs: Vec<LogRow> = (0..100)
         .map(|n| log(&format!("id-{n:03}"), at, g.id, "g-hash-0"))
@@ -271,12 +272,7 @@ async fn a_partly_replayed_large_batch_counts_each_row_once() {
 
 #[tokio::test]
 async fn a_failed_batch_leaves_nothing_behind() {
-    let db = fresh().await;
-    let g = db.store.insert_group(group("g")).await.expect("group");
-    db.store
-        .insert_keys(g.id, new_keys("g", 1))
-        .await
-        .expect("keys");
+    let (db, g) = fresh_with_group(1).await;
     // Make the last step of the flush fail: a trigger refuses the key state update.
     raw(&db.path)
         .execute_batch(
@@ -373,12 +369,7 @@ async fn a_thousand_logs_on_a_big_group_land_in_one_flush() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_flushes_and_reads_all_land() {
-    let db = fresh().await;
-    let g = db.store.insert_group(group("g")).await.expect("group");
-    db.store
-        .insert_keys(g.id, new_keys("g", 1))
-        .await
-        .expect("keys");
+    let (db, g) = fresh_with_group(1).await;
     let key_id = db.store.keys_of_group(g.id).await.expect("keys")[0].id;
     let mut tasks = Vec::new();
     for task in 0..8 {
