@@ -42,7 +42,7 @@ impl KeyStatus {
 #[derive(Clone)]
 pub struct KeySlot(ThinArc<SlotHeader, u8>);
 
-pub struct SlotHeader {
+struct SlotHeader {
     id: i64,
     /// The cumulative counted failures since the last reset (v1 semantics: success does not
     /// reset) in the low bits, [`INVALID`] when the key is invalid: one word, so a failure

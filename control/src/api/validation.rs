@@ -160,7 +160,7 @@ fn keys_named(slots: Option<&Vec<KeySlot>>, tokens: &[String]) -> Vec<KeySlot> {
     slots
         .into_iter()
         .flatten()
-        .filter(|slot| wanted.contains(slot.value()) && seen.insert(slot.value().to_owned()))
+        .filter(|slot| wanted.contains(slot.value()) && seen.insert(slot.value()))
         .cloned()
         .collect()
 }
