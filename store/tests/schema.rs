@@ -123,6 +123,45 @@ async fn pragmas_are_set() {
         .query_row("PRAGMA journal_mode", [], |row| row.get(0))
         .expect("journal_mode");
     assert_eq!(mode, "wal");
+    let page_size: i64 = conn
+        .query_row("PRAGMA page_size", [], |row| row.get(0))
+        .expect("page_size");
+    assert_eq!(page_size, 16384, "a database we create gets 16 KiB pages");
+}
+
+/// The page size of an existing file is its own: a v1 database keeps SQLite's 4 KiB default
+/// (changing it would mean rewriting the whole file) and is written to as it is.
+#[tokio::test]
+async fn existing_database_keeps_its_page_size() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = create_from_fixture(&dir, include_str!("fixtures/gorm_v1_sqlite.sql"));
+    let store = Store::open(path.to_str().expect("utf-8"))
+        .await
+        .expect("open v1 db");
+    let batch = FlushBatch {
+        logs: vec![common::log(
+            "log-1",
+            utc("2026-12-03T10:00:00Z"),
+            1,
+            "hash-1",
+        )],
+        key_states: Vec::new(),
+        key_usage: Vec::new(),
+    };
+    store.write_batch_blocking(&batch).expect("write a log row");
+    let conn = raw(&path);
+    let page_size: i64 = conn
+        .query_row("PRAGMA page_size", [], |row| row.get(0))
+        .expect("page_size");
+    assert_eq!(page_size, 4096);
+    let rows: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM request_logs WHERE id = 'log-1'",
+            [],
+            |row| row.get(0),
+        )
+        .expect("count");
+    assert_eq!(rows, 1);
 }
 
 #[tokio::test]

@@ -24,6 +24,10 @@ const V1_SCHEMA: &str = include_str!("../../../migrations/sqlite/V1__gpt_load_v1
 
 /// GPT-Load v1 waits 5 s for a locked database; so do we.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Page size of a database this program creates (SQLite ignores it for an existing file). Four
+/// times the 4 KiB default: a request log row touches the last page of five B-trees, and bigger
+/// pages split a quarter as often and reach the WAL in a quarter of the writes.
+const PAGE_SIZE: i64 = 16384;
 
 /// Prepared statements kept per connection. The store has about forty distinct statements;
 /// past the cache size the least recently used is re-prepared, which costs microseconds.
@@ -49,6 +53,8 @@ pub(super) fn connect(path: &Path, label: &str) -> StoreResult<Connection> {
     conn.busy_timeout(BUSY_TIMEOUT)
         .with_context(|| format!("'{label}': set busy_timeout"))?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    conn.pragma_update(None, "page_size", PAGE_SIZE)
+        .with_context(|| format!("'{label}': set page_size"))?;
     let mode: String = conn
         .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
         .with_context(|| format!("'{label}': set journal_mode=WAL"))?;
