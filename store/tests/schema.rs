@@ -115,6 +115,11 @@ async fn migrations_create_every_table_and_index() {
     assert_eq!(db.store.dialect(), "sqlite");
 }
 
+fn page_size(conn: &rusqlite::Connection) -> i64 {
+    conn.query_row("PRAGMA page_size", [], |row| row.get(0))
+        .expect("page_size")
+}
+
 #[tokio::test]
 async fn pragmas_are_set() {
     let db = fresh().await;
@@ -123,10 +128,11 @@ async fn pragmas_are_set() {
         .query_row("PRAGMA journal_mode", [], |row| row.get(0))
         .expect("journal_mode");
     assert_eq!(mode, "wal");
-    let page_size: i64 = conn
-        .query_row("PRAGMA page_size", [], |row| row.get(0))
-        .expect("page_size");
-    assert_eq!(page_size, 16384, "a database we create gets 16 KiB pages");
+    assert_eq!(
+        page_size(&conn),
+        16384,
+        "a database we create gets 16 KiB pages"
+    );
 }
 
 /// The page size of an existing file is its own: a v1 database keeps SQLite's 4 KiB default
@@ -150,10 +156,7 @@ async fn existing_database_keeps_its_page_size() {
     };
     store.write_batch_blocking(&batch).expect("write a log row");
     let conn = raw(&path);
-    let page_size: i64 = conn
-        .query_row("PRAGMA page_size", [], |row| row.get(0))
-        .expect("page_size");
-    assert_eq!(page_size, 4096);
+    assert_eq!(page_size(&conn), 4096);
     let rows: i64 = conn
         .query_row(
             "SELECT COUNT(*) FROM request_logs WHERE id = 'log-1'",
