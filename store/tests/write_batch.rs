@@ -248,26 +248,29 @@ async fn a_replayed_batch_counts_once() {
 }
 
 /// A replay that overlaps part of a large batch skips exactly the stored rows and stores and
-/// counts the rest.
+/// counts the rest, wherever the stored rows sit: in the first rows, in the middle of the batch
+/// after many new ones, or among the last few.
 #[tokio::test]
 async fn a_partly_replayed_large_batch_counts_each_row_once() {
-    let (db, g) = fresh_with_group(1).await;
-    let at = utc("2025-09-01T04:10:00Z");
-    let logs: Vec<LogRow> = (0..100)
-        .map(|n| log(&format!("id-{n:03}"), at, g.id, "g-hash-0"))
-        .collect();
-    let batch = |logs: &[LogRow]| FlushBatch {
-        logs: logs.to_vec(),
-        key_states: vec![],
-        key_usage: vec![],
-    };
-    db.store
-        .write_batch(batch(&logs[..40]))
-        .await
-        .expect("flush");
-    db.store.write_batch(batch(&logs)).await.expect("replay");
-    assert_eq!(log_count(&db.path), 100);
-    assert_eq!(hourly(&db.path)[0].2, 100);
+    for stored in [0..40, 60..63, 97..100] {
+        let (db, g) = fresh_with_group(1).await;
+        let at = utc("2025-09-01T04:10:00Z");
+        let logs: Vec<LogRow> = (0..100)
+            .map(|n| log(&format!("id-{n:03}"), at, g.id, "g-hash-0"))
+            .collect();
+        let batch = |logs: &[LogRow]| FlushBatch {
+            logs: logs.to_vec(),
+            key_states: vec![],
+            key_usage: vec![],
+        };
+        db.store
+            .write_batch(batch(&logs[stored.clone()]))
+            .await
+            .expect("flush");
+        db.store.write_batch(batch(&logs)).await.expect("replay");
+        assert_eq!(log_count(&db.path), 100, "stored first: {stored:?}");
+        assert_eq!(hourly(&db.path)[0].2, 100, "stored first: {stored:?}");
+    }
 }
 
 #[tokio::test]
