@@ -61,7 +61,7 @@ impl LogWriter {
             stop: stop.clone(),
             logs: Vec::new(),
             ids: LogIds::new(),
-            hashes: KeyHashes::default(),
+            logged_keys: LoggedKeys::default(),
             key_states: HashMap::new(),
             key_usage: HashMap::new(),
             last_usage_flush: Instant::now(),
@@ -94,7 +94,7 @@ struct Writer {
     stop: Arc<AtomicBool>,
     logs: Vec<LogRow>,
     ids: LogIds,
-    hashes: KeyHashes,
+    logged_keys: LoggedKeys,
     /// Successful requests per key id and the latest time, since usage was last written.
     key_usage: HashMap<i64, (i64, chrono::DateTime<chrono::Utc>)>,
     last_usage_flush: Instant,
@@ -167,12 +167,12 @@ impl Writer {
                     used.0 += 1;
                     used.1 = used.1.max(log.timestamp);
                 }
-                let hash = log
+                let key = log
                     .key
                     .as_ref()
-                    .map(|k| self.hashes.get(k, &self.cipher))
+                    .map(|k| self.logged_keys.get(k, &self.cipher))
                     .unwrap_or_default();
-                self.logs.push(log_row(id, hash, *log, &self.cipher));
+                self.logs.push(log_row(id, key, *log));
             }
             Event::Key(health) => self.key_health(health),
         }
@@ -271,27 +271,43 @@ impl Writer {
     }
 }
 
-/// `request_logs.key_hash` of the keys used lately, by key id: the hash of the key as every lookup
-/// by key computes it (v1's `key_hash`), which slots do not keep. Most traffic goes through few
-/// keys, so most rows find theirs here; past [`KeyHashes::LIMIT`] keys it starts over.
+/// `request_logs.key_value` and `key_hash` of the keys used lately, by key id: the key encrypted
+/// as `api_keys` stores it and hashed as every lookup by key hashes it (v1's columns), neither of
+/// which slots keep. Per row, that would be a SHA-256, and with `ENCRYPTION_KEY` an AES-GCM seal
+/// and a nonce from the OS (a syscall); most traffic goes through few keys, so most rows find
+/// both here. Past [`LoggedKeys::LIMIT`] keys it starts over.
 #[derive(Default)]
-struct KeyHashes {
-    by_id: HashMap<i64, String>,
+struct LoggedKeys {
+    /// With the key in clear, to tell an entry from another key that took its id.
+    by_id: HashMap<i64, (String, LoggedKey)>,
 }
 
-impl KeyHashes {
+/// What a log row stores of the key it used.
+#[derive(Clone, Default)]
+struct LoggedKey {
+    value: String,
+    hash: String,
+}
+
+impl LoggedKeys {
     const LIMIT: usize = 4096;
 
-    fn get(&mut self, key: &KeySlot, cipher: &KeyCipher) -> String {
-        if let Some(hash) = self.by_id.get(&key.id()) {
-            return hash.clone();
+    fn get(&mut self, key: &KeySlot, cipher: &KeyCipher) -> LoggedKey {
+        if let Some((plain, logged)) = self.by_id.get(&key.id())
+            && plain == key.value()
+        {
+            return logged.clone();
         }
         if self.by_id.len() >= Self::LIMIT {
             self.by_id.clear();
         }
-        let hash = cipher.hash(key.value());
-        self.by_id.insert(key.id(), hash.clone());
-        hash
+        let logged = LoggedKey {
+            value: stored_key_value(key.value(), cipher),
+            hash: cipher.hash(key.value()),
+        };
+        self.by_id
+            .insert(key.id(), (key.value().to_string(), logged.clone()));
+        logged
     }
 }
 
@@ -321,8 +337,8 @@ impl LogIds {
     }
 }
 
-/// `key_hash` is the hash of the key the attempt used (empty for none).
-fn log_row(id: String, key_hash: String, log: AttemptLog, cipher: &KeyCipher) -> LogRow {
+/// `key` is what the row stores of the key the attempt used (empty for none).
+fn log_row(id: String, key: LoggedKey, log: AttemptLog) -> LogRow {
     LogRow {
         id,
         timestamp: log.timestamp,
@@ -333,12 +349,8 @@ fn log_row(id: String, key_hash: String, log: AttemptLog, cipher: &KeyCipher) ->
             .parent_group_name
             .map(|n| n.to_string())
             .unwrap_or_default(),
-        key_value: log
-            .key
-            .as_ref()
-            .map(|k| stored_key_value(k.value(), cipher))
-            .unwrap_or_default(),
-        key_hash,
+        key_value: key.value,
+        key_hash: key.hash,
         model: log.model,
         is_success: log.is_success,
         source_ip: log.source_ip,
@@ -410,5 +422,30 @@ fn lower_priority() {
                 tracing::debug!(error = %std::io::Error::last_os_error(), "log writer stays SCHED_OTHER");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use engine::keys::{KeySlot, KeyStatus};
+
+    use super::{KeyCipher, LoggedKeys};
+
+    /// The cached columns are the key's own: encrypted so that they decrypt to it, hashed as a
+    /// lookup hashes it, reused for the next row, and recomputed when another key has the id.
+    #[test]
+    fn logged_keys_are_the_keys_own_columns() {
+        let cipher = KeyCipher::new("a-test-encryption-key-of-32-chars!");
+        let mut logged = LoggedKeys::default();
+        let first = KeySlot::new(7, "sk-first-aaaa", KeyStatus::Active, 0);
+        let a = logged.get(&first, &cipher);
+        assert_eq!(cipher.decrypt(&a.value).expect("decrypts"), "sk-first-aaaa");
+        assert_eq!(a.hash, cipher.hash("sk-first-aaaa"));
+        let again = logged.get(&first, &cipher);
+        assert_eq!(again.value, a.value, "one encryption per key, not per row");
+        let other = KeySlot::new(7, "sk-other-bbbb", KeyStatus::Active, 0);
+        let b = logged.get(&other, &cipher);
+        assert_eq!(cipher.decrypt(&b.value).expect("decrypts"), "sk-other-bbbb");
+        assert_eq!(b.hash, cipher.hash("sk-other-bbbb"));
     }
 }
