@@ -53,6 +53,22 @@ fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// `ip` as `Display` writes it, without going through `fmt` for the IPv4 addresses nearly every
+/// request logs (`to_string` was the costliest step of routing a request).
+pub fn ip_text(ip: IpAddr) -> String {
+    let IpAddr::V4(v4) = ip else {
+        return ip.to_string();
+    };
+    let mut text = String::with_capacity(15);
+    for (n, octet) in v4.octets().into_iter().enumerate() {
+        if n > 0 {
+            text.push('.');
+        }
+        text.push_str(itoa::Buffer::new().format(octet));
+    }
+    text
+}
+
 fn prefix_eq(a: &[u8], b: &[u8], prefix: u8) -> bool {
     let full = (prefix / 8) as usize;
     let rest = prefix % 8;
@@ -114,6 +130,23 @@ pub fn client_ip(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ip_text_is_what_display_writes() {
+        for text in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "10.20.30.40",
+            "255.255.255.255",
+            "192.0.2.5",
+            "::1",
+            "2001:db8::8a2e:370:7334",
+        ] {
+            let parsed = ip(text);
+            assert_eq!(ip_text(parsed), parsed.to_string());
+            assert_eq!(ip_text(parsed), text);
+        }
+    }
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()

@@ -5,7 +5,9 @@ use std::rc::Rc;
 
 use crate::forward::{copy_response_headers, exchange_head, respond_framing};
 use crate::http::ResponseHead;
-use crate::http::{RequestHead, is_hop_by_hop, write_header, write_status_line};
+use crate::http::{
+    RequestHead, is_hop_by_hop, write_content_length, write_header, write_status_line,
+};
 use crate::server::Shard;
 use crate::server::respond::Client;
 use crate::upstream::{BodyReader, Conn, UpstreamError, read_response_head};
@@ -140,13 +142,9 @@ fn request_head(head: &RequestHead, client: &Client, content_length: u64) -> Vec
     write_header(
         &mut out,
         CLIENT_IP_HEADER,
-        client.peer.ip().to_string().as_bytes(),
+        crate::client_ip::ip_text(client.peer.ip()).as_bytes(),
     );
-    write_header(
-        &mut out,
-        "Content-Length",
-        content_length.to_string().as_bytes(),
-    );
+    write_content_length(&mut out, content_length);
     out.extend_from_slice(b"\r\n");
     out
 }

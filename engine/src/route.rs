@@ -12,10 +12,17 @@ pub struct ProxyTarget<'a> {
 }
 
 /// Splits `/proxy/{group}/{rest}?{query}`; `None` when the target is not a proxy route.
+///
+/// Runs several times a request (reading, dispatching, routing), so it searches bytes with
+/// `memchr` rather than `str::find(char)`, whose setup cost more than this whole function now.
+/// Both separators are ASCII, so every index found is a char boundary.
 pub fn proxy_target(target: &str) -> Option<ProxyTarget<'_>> {
-    let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    let rest = path.strip_prefix("/proxy/")?;
-    let (group, path) = match rest.find('/') {
+    let rest = target.strip_prefix("/proxy/")?;
+    let (rest, query) = match memchr::memchr(b'?', rest.as_bytes()) {
+        Some(i) => (&rest[..i], &rest[i + 1..]),
+        None => (rest, ""),
+    };
+    let (group, path) = match memchr::memchr(b'/', rest.as_bytes()) {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, ""),
     };
@@ -37,6 +44,10 @@ mod tests {
         assert_eq!(t.query, "a=1&key=x");
         let t = proxy_target("/proxy/g").unwrap();
         assert_eq!((t.group, t.path, t.query), ("g", "", ""));
+        let t = proxy_target("/proxy/g?a=/b?c").unwrap();
+        assert_eq!((t.group, t.path, t.query), ("g", "", "a=/b?c"));
+        let t = proxy_target("/proxy/grüppe/v1/ä?q=ö").unwrap();
+        assert_eq!((t.group, t.path, t.query), ("grüppe", "/v1/ä", "q=ö"));
     }
 
     #[test]
@@ -48,6 +59,8 @@ mod tests {
             "/proxy",
             "/proxyx/a/b",
             "/proxy//v1",
+            "/proxy/?a=b",
+            "/api?x=/proxy/g",
         ] {
             assert!(proxy_target(target).is_none(), "{target}");
         }

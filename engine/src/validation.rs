@@ -23,7 +23,7 @@ use crate::forward::{
     decode_for_message, encode_query_value, error_message, redact, upstream_query,
 };
 use crate::header_rules::{RuleContext, is_ruled, write_set_rules};
-use crate::http::{RequestHead, write_header};
+use crate::http::{RequestHead, write_content_length, write_header};
 use crate::server::Shard;
 use crate::server::respond::Client;
 use crate::snapshot::Group;
@@ -242,11 +242,7 @@ fn build_request(group: &Group, upstream: &Upstream, key: &str, test_model: &str
         now_ms,
     };
     write_set_rules(&mut out, rules, &ctx);
-    write_header(
-        &mut out,
-        "Content-Length",
-        body.len().to_string().as_bytes(),
-    );
+    write_content_length(&mut out, body.len());
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(&body);
     out

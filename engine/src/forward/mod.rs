@@ -20,7 +20,8 @@ use crate::channel::{BodyFacts, Channel, KeyPlacement};
 use crate::events::{AttemptLog, Event, KeyHealth};
 use crate::header_rules::{HeaderRule, RuleContext, expand, is_ruled};
 use crate::http::{
-    RequestHead, ResponseFraming, ResponseHead, is_hop_by_hop, write_header, write_status_line,
+    RequestHead, ResponseFraming, ResponseHead, is_hop_by_hop, push_hex, write_content_length,
+    write_header, write_status_line,
 };
 use crate::keys::KeySlot;
 use crate::rewrite::{
@@ -260,9 +261,10 @@ fn request_id(shard: &Shard, head: &RequestHead) -> String {
         return String::from_utf8_lossy(id).into_owned();
     }
     let seq = shard.shared.request_seq.fetch_add(1, Ordering::Relaxed);
-    format!(
-        "{:012x}{:08x}",
-        shard.config.boot_id & 0xffff_ffff_ffff,
-        seq
-    )
+    // `{boot:012x}{seq:08x}` without `fmt`, which cost more than the rest of routing.
+    let mut id = Vec::with_capacity(20);
+    push_hex(&mut id, shard.config.boot_id & 0xffff_ffff_ffff, 12);
+    push_hex(&mut id, seq, 8);
+    // Hex digits only, so never the empty fallback.
+    String::from_utf8(id).unwrap_or_default()
 }

@@ -66,13 +66,12 @@ pub(super) async fn route_and_authenticate<'a>(
     let mut request = ProxyRequest {
         group,
         parent,
-        source_ip: crate::client_ip::client_ip(
+        source_ip: crate::client_ip::ip_text(crate::client_ip::client_ip(
             client.peer.ip(),
             head.header("x-forwarded-for"),
             head.header("x-real-ip"),
             &shard.config.trusted_proxies,
-        )
-        .to_string(),
+        )),
         head,
         path,
         query,

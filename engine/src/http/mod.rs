@@ -34,7 +34,10 @@ pub use fields::{connection_tokens, is_hop_by_hop};
 
 pub use request::{BodyFraming, RequestHead, parse_request_head};
 pub use response::{ResponseFraming, ResponseHead, parse_response_head};
-pub use write::{LAST_CHUNK, reason_phrase, write_chunk, write_header, write_status_line};
+pub use write::{
+    LAST_CHUNK, push_hex, reason_phrase, write_chunk, write_content_length, write_header,
+    write_status_line,
+};
 
 /// Bounds on a request head; exceeding one is answered with 414 or 431, never by buffering on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

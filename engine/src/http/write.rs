@@ -78,6 +78,15 @@ pub fn write_header(out: &mut Vec<u8>, name: &str, value: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
+/// Appends `Content-Length: {len}\r\n`, the number written without going through `fmt`.
+pub fn write_content_length(out: &mut Vec<u8>, len: impl itoa::Integer) {
+    write_header(
+        out,
+        "Content-Length",
+        itoa::Buffer::new().format(len).as_bytes(),
+    );
+}
+
 fn push_sanitized(out: &mut Vec<u8>, bytes: &[u8]) {
     if memchr3(b'\r', b'\n', 0, bytes).is_none() {
         out.extend_from_slice(bytes);
@@ -95,29 +104,32 @@ pub fn write_chunk(out: &mut Vec<u8>, data: &[u8]) {
     if data.is_empty() {
         return;
     }
-    push_hex(out, data.len());
+    push_hex(out, data.len() as u64, 1);
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(data);
     out.extend_from_slice(b"\r\n");
 }
 
-/// Lowercase hex without leading zeros, without going through `fmt`.
-fn push_hex(out: &mut Vec<u8>, n: usize) {
+/// Lowercase hex of `n`, zero-padded to at least `width` digits, as `format!("{n:0width$x}")`
+/// writes it but without going through `fmt`.
+pub fn push_hex(out: &mut Vec<u8>, n: u64, width: usize) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut buf = [0u8; usize::BITS as usize / 4];
+    let mut buf = [0u8; u64::BITS as usize / 4];
     let mut start = buf.len();
     let mut n = n;
-    // A usize has at most BITS/4 nibbles and each pass consumes one, so `start` stays in
-    // bounds; `n & 0xf` is below 16.
+    // A u64 has 16 nibbles and each pass consumes one, so `start` stays in bounds;
+    // `n & 0xf` is below 16.
     loop {
         start -= 1;
-        buf[start] = DIGITS[n & 0xf];
+        buf[start] = DIGITS[(n & 0xf) as usize];
         n >>= 4;
         if n == 0 {
             break;
         }
     }
-    out.extend_from_slice(&buf[start..]);
+    let digits = &buf[start..];
+    out.resize(out.len() + width.saturating_sub(digits.len()), b'0');
+    out.extend_from_slice(digits);
 }
 
 #[cfg(test)]
@@ -178,11 +190,32 @@ mod tests {
     }
 
     #[test]
-    fn hex_lengths() {
-        for n in [1usize, 15, 16, 255, 4096, 0xdead_beef, usize::MAX] {
+    fn hex_is_what_fmt_writes() {
+        for n in [
+            0u64,
+            1,
+            15,
+            16,
+            255,
+            4096,
+            0xdead_beef,
+            0xffff_ffff_ffff,
+            u64::MAX,
+        ] {
+            for width in [1, 8, 12, 20] {
+                let mut out = Vec::new();
+                push_hex(&mut out, n, width);
+                assert_eq!(text(&out), format!("{n:0width$x}"), "{n} at {width}");
+            }
+        }
+    }
+
+    #[test]
+    fn content_length_is_decimal() {
+        for n in [0usize, 7, 10, 65_535, usize::MAX] {
             let mut out = Vec::new();
-            push_hex(&mut out, n);
-            assert_eq!(text(&out), format!("{n:x}"));
+            write_content_length(&mut out, n);
+            assert_eq!(text(&out), format!("Content-Length: {n}\r\n"));
         }
     }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use monoio::io::AsyncWriteRentExt;
 use monoio::net::TcpStream;
 
-use crate::http::{LAST_CHUNK, write_chunk, write_header, write_status_line};
+use crate::http::{LAST_CHUNK, write_chunk, write_content_length, write_header, write_status_line};
 use crate::upstream::{BodyReader, Conn, UpstreamError};
 
 /// The client side of a connection: the socket, bytes read but not yet consumed (a pipelined
@@ -101,7 +101,7 @@ impl Client {
             write_header(out, "Vary", b"Origin");
         }
         if let Some(len) = length {
-            write_header(out, "Content-Length", len.to_string().as_bytes());
+            write_content_length(out, len);
         }
         if !self.keep_alive {
             write_header(out, "Connection", b"close");

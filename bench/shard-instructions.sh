@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# What the engine's own code costs a proxied request, exactly: instructions per request inside
+# the shard's task polls (routing, auth, parsing, building the upstream request, relaying the
+# answer, the log event), counted by callgrind over a fixed number of requests. Like
+# bench/log-rows.sh, the count repeats whatever else the machine is doing, so a change of a few
+# percent shows; wall-clock benchmarks on a shared VM cannot show that.
+#
+#   bench/shard-instructions.sh [requests=4000]
+#
+# valgrind cannot run io_uring, so the shard must fall back to epoll: the script sets
+# kernel.io_uring_disabled=2 for the run (root; the previous value is restored on exit). The
+# kernel's share and the io driver's own code are therefore not in the count; everything the
+# engine does per request is. Needs valgrind and python3.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+REQUESTS=${1:-4000}
+command -v valgrind >/dev/null || { echo "needs valgrind (apt-get install valgrind)" >&2; exit 1; }
+[ -w /proc/sys/kernel/io_uring_disabled ] || { echo "needs root, to set kernel.io_uring_disabled" >&2; exit 1; }
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
+cargo build --release --locked -p control -p mock-upstream >&2
+BIN=$CARGO_TARGET_DIR/release
+WORK=$(mktemp -d)
+PREVIOUS=$(cat /proc/sys/kernel/io_uring_disabled)
+trap 'echo "$PREVIOUS" > /proc/sys/kernel/io_uring_disabled; kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null; rm -rf "$WORK"' EXIT
+echo 2 > /proc/sys/kernel/io_uring_disabled
+
+MOCK_PORT=19490; GW_PORT=19491; AUTH=sk-bench-admin-Kq2vB7nX4pLw9Tz
+"$BIN/mock-upstream" --port $MOCK_PORT > "$WORK/mock.out" 2>&1 &
+(cd "$WORK" && AUTH_KEY=$AUTH HOST=127.0.0.1 PORT=$GW_PORT ENGINE_THREADS=1 LOG_LEVEL=warn \
+  exec valgrind --tool=callgrind --separate-threads=yes --collect-atstart=no \
+  --toggle-collect='monoio::task::raw::poll' --callgrind-out-file="$WORK/cg.%p" "$BIN/gpt-load" \
+  2> "$WORK/gw.err") &
+GW_PID=$!
+# Starting under valgrind takes a minute or two on two cores.
+for _ in $(seq 1 1800); do curl -sf "localhost:$GW_PORT/health" >/dev/null && break; sleep 0.2; done
+curl -sf "localhost:$GW_PORT/health" >/dev/null || { echo "gpt-load did not start:" >&2; tail "$WORK/gw.err" >&2; exit 1; }
+api() { curl -sf "localhost:$GW_PORT$1" -H "Authorization: Bearer $AUTH" -d "$2" >/dev/null; }
+api /api/groups '{"name":"bench","channel_type":"openai","test_model":"m","upstreams":[{"url":"http://127.0.0.1:'$MOCK_PORT'","weight":1}],"proxy_keys":"sk-bench-client"}'
+api /api/keys/add-multiple '{"group_id":1,"keys_text":"sk-upstream-aaaaaaaa1\nsk-upstream-bbbbbbbb2"}'
+python3 bench/fixed_requests.py $GW_PORT "$REQUESTS" 16
+kill -TERM $GW_PID; wait $GW_PID 2>/dev/null || true
+
+# One file per thread; the shard's is the one that counted anything.
+SHARD=$(for f in "$WORK"/cg.*; do echo "$(awk '/^summary:/ {print $2}' "$f") $f"; done | sort -n | tail -1)
+IR=${SHARD%% *}
+[ -n "$IR" ] && [ "$IR" -gt 0 ] || { echo "callgrind counted nothing" >&2; exit 1; }
+echo "instructions per request in the shard (callgrind, epoll driver): $((IR / REQUESTS))"
+echo "largest inclusive costs per request (function, where the time is attributed):"
+callgrind_annotate --inclusive=yes "${SHARD#* }" 2>/dev/null | grep -E '^ *[0-9,]+ ' \
+  | grep -E 'engine::|memcpy|memchr|malloc|free|httparse|serde_json' | head -30 \
+  | awk -v n="$REQUESTS" '{c=$1; gsub(",", "", c); sub(/^ *[0-9,]+ +\( *[0-9.]+%\) +/, "");
+      sub(/ \[.*\]$/, ""); sub(/^.*(registry\/src\/[^\/]+\/|\/rustc\/[0-9a-f]+\/|\/engine\/src\/)/, "");
+      printf "%8d  %s\n", c / n, substr($0, 1, 130)}'
