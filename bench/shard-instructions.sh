@@ -49,5 +49,5 @@ echo "largest inclusive costs per request (function, where the time is attribute
 callgrind_annotate --inclusive=yes "${SHARD#* }" 2>/dev/null | grep -E '^ *[0-9,]+ ' \
   | grep -E 'engine::|memcpy|memchr|malloc|free|httparse|serde_json' | head -30 \
   | awk -v n="$REQUESTS" '{c=$1; gsub(",", "", c); sub(/^ *[0-9,]+ +\( *[0-9.]+%\) +/, "");
-      sub(/ \[.*\]$/, ""); sub(/^.*(registry\/src\/[^\/]+\/|\/rustc\/[0-9a-f]+\/|\/engine\/src\/)/, "");
+      sub(/ \[.*\]$/, ""); sub(/^.*(registry\/src\/[^\/]+\/|\/rustc\/[0-9a-f]+\/|engine\/src\/)/, "");
       printf "%8d  %s\n", c / n, substr($0, 1, 130)}'

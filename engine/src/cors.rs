@@ -13,6 +13,16 @@ pub const SECURITY_HEADERS: [(&str, &str); 4] = [
     ("X-Frame-Options", "SAMEORIGIN"),
 ];
 
+/// [`SECURITY_HEADERS`] as the header lines every response carries, written out once: they are
+/// constants, and sanitising them for every response was 3% of a proxied request.
+pub static SECURITY_HEADER_LINES: std::sync::LazyLock<Vec<u8>> = std::sync::LazyLock::new(|| {
+    let mut lines = Vec::new();
+    for (name, value) in SECURITY_HEADERS {
+        crate::http::write_header(&mut lines, name, value.as_bytes());
+    }
+    lines
+});
+
 /// ENABLE_CORS and friends, read at start.
 #[derive(Debug, Clone, Default)]
 pub struct CorsConfig {

@@ -78,13 +78,12 @@ pub fn write_header(out: &mut Vec<u8>, name: &str, value: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// Appends `Content-Length: {len}\r\n`, the number written without going through `fmt`.
+/// Appends `Content-Length: {len}\r\n`, the number written without going through `fmt`
+/// (digits need no sanitising).
 pub fn write_content_length(out: &mut Vec<u8>, len: impl itoa::Integer) {
-    write_header(
-        out,
-        "Content-Length",
-        itoa::Buffer::new().format(len).as_bytes(),
-    );
+    out.extend_from_slice(b"Content-Length: ");
+    out.extend_from_slice(itoa::Buffer::new().format(len).as_bytes());
+    out.extend_from_slice(b"\r\n");
 }
 
 fn push_sanitized(out: &mut Vec<u8>, bytes: &[u8]) {

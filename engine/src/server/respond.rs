@@ -88,9 +88,7 @@ impl Client {
     /// Adds `Content-Length` (when known) and `Connection: close` if the connection ends, and
     /// the blank line.
     pub fn finish_head(&mut self, out: &mut Vec<u8>, length: Option<u64>) {
-        for (name, value) in crate::cors::SECURITY_HEADERS {
-            write_header(out, name, value.as_bytes());
-        }
+        out.extend_from_slice(&crate::cors::SECURITY_HEADER_LINES);
         if let (Some(origin), Some(cors)) = (&self.cors_origin, &self.cors) {
             write_header(out, "Access-Control-Allow-Origin", origin.as_bytes());
             write_header(out, "Access-Control-Allow-Methods", cors.methods.as_bytes());
