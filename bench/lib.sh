@@ -43,6 +43,19 @@ wait_http() { # url what log-file
   echo "$2 did not answer on $1 within 30 s; its log:" >&2; tail -20 "$3" >&2 || true; return 1
 }
 
+# ---------------------------------------------------------------- gpt-load
+
+# The benchmark group on a running gpt-load: `bench`, one upstream (the mock), client key
+# sk-bench-client, two upstream keys. Returns non-zero (after saying which step) on failure.
+add_bench_group() { # gateway-port mock-port admin-key
+  local api="http://127.0.0.1:$1"
+  curl -sf "$api/api/groups" -H "Authorization: Bearer $3" -o /dev/null -d '{"name":"bench","channel_type":"openai","test_model":"m","upstreams":[{"url":"http://127.0.0.1:'"$2"'","weight":1}],"proxy_keys":"sk-bench-client"}' \
+    || { echo "gpt-load: creating the group failed" >&2; return 1; }
+  curl -sf "$api/api/keys/add-multiple" -H "Authorization: Bearer $3" -o /dev/null \
+    -d '{"group_id":1,"keys_text":"sk-upstream-aaaaaaaa1\nsk-upstream-bbbbbbbb2"}' \
+    || { echo "gpt-load: adding the keys failed" >&2; return 1; }
+}
+
 # ---------------------------------------------------------------- nginx
 
 install_nginx() {

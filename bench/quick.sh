@@ -8,6 +8,7 @@
 # Pinning: gpt-load on core 0 (ENGINE_THREADS=1), the mock and wrk on core 1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh # add_bench_group
 DURATION=${1:-10}
 CONNS=${2:-64}
 command -v wrk >/dev/null || { echo "needs wrk (apt-get install wrk)" >&2; exit 1; }
@@ -25,9 +26,7 @@ GW_PID=$!
 for _ in $(seq 1 100); do curl -sf "localhost:$GW_PORT/health" >/dev/null && break; sleep 0.1; done
 curl -sf "localhost:$GW_PORT/health" >/dev/null || { echo "gpt-load did not start:" >&2; cat "$WORK/gw.err" >&2; exit 1; }
 
-api() { curl -sf "localhost:$GW_PORT$1" -H "Authorization: Bearer $AUTH" -d "$2" >/dev/null; }
-api /api/groups '{"name":"bench","channel_type":"openai","test_model":"m","upstreams":[{"url":"http://127.0.0.1:'$MOCK_PORT'","weight":1}],"proxy_keys":"sk-bench-client"}'
-api /api/keys/add-multiple '{"group_id":1,"keys_text":"sk-upstream-aaaaaaaa1\nsk-upstream-bbbbbbbb2"}'
+add_bench_group $GW_PORT $MOCK_PORT $AUTH
 # Logs are written once a minute by default; keep it that way (the v1 default).
 
 cat > "$WORK/post.lua" <<'LUA'

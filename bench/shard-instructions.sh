@@ -13,6 +13,7 @@
 # engine does per request is. Needs valgrind and python3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh # add_bench_group
 REQUESTS=${1:-4000}
 command -v valgrind >/dev/null || { echo "needs valgrind (apt-get install valgrind)" >&2; exit 1; }
 [ -w /proc/sys/kernel/io_uring_disabled ] || { echo "needs root, to set kernel.io_uring_disabled" >&2; exit 1; }
@@ -34,9 +35,7 @@ GW_PID=$!
 # Starting under valgrind takes a minute or two on two cores.
 for _ in $(seq 1 1800); do curl -sf "localhost:$GW_PORT/health" >/dev/null && break; sleep 0.2; done
 curl -sf "localhost:$GW_PORT/health" >/dev/null || { echo "gpt-load did not start:" >&2; tail "$WORK/gw.err" >&2; exit 1; }
-api() { curl -sf "localhost:$GW_PORT$1" -H "Authorization: Bearer $AUTH" -d "$2" >/dev/null; }
-api /api/groups '{"name":"bench","channel_type":"openai","test_model":"m","upstreams":[{"url":"http://127.0.0.1:'$MOCK_PORT'","weight":1}],"proxy_keys":"sk-bench-client"}'
-api /api/keys/add-multiple '{"group_id":1,"keys_text":"sk-upstream-aaaaaaaa1\nsk-upstream-bbbbbbbb2"}'
+add_bench_group $GW_PORT $MOCK_PORT $AUTH
 python3 bench/fixed_requests.py $GW_PORT "$REQUESTS" 16
 kill -TERM $GW_PID; wait $GW_PID 2>/dev/null || true
 
