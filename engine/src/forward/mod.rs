@@ -21,7 +21,7 @@ use crate::events::{AttemptLog, Event, KeyHealth};
 use crate::header_rules::{HeaderRule, RuleContext, expand, is_ruled};
 use crate::http::{
     RequestHead, ResponseFraming, ResponseHead, is_hop_by_hop, push_hex, write_content_length,
-    write_header, write_status_line,
+    write_header, write_parsed_header, write_status_line,
 };
 use crate::keys::KeySlot;
 use crate::rewrite::{

@@ -203,11 +203,11 @@ pub fn copy_response_headers(
         {
             continue;
         }
-        write_header(out, name, h.value);
+        write_parsed_header(out, name, h.value);
     }
     if is_stream {
         for (name, value) in SSE_HEADERS {
-            write_header(out, name, value);
+            write_parsed_header(out, name, value);
         }
     }
 }

@@ -147,7 +147,7 @@ pub(super) fn copy_request_headers(
                 .any(|c| c.eq_ignore_ascii_case(name))
             || is_ruled(rules, name);
         if !skip {
-            write_header(out, name, h.value);
+            write_parsed_header(out, name, h.value);
         }
     }
 }

@@ -36,7 +36,7 @@ pub use request::{BodyFraming, RequestHead, parse_request_head};
 pub use response::{ResponseFraming, ResponseHead, parse_response_head};
 pub use write::{
     LAST_CHUNK, push_hex, reason_phrase, write_chunk, write_content_length, write_header,
-    write_status_line,
+    write_parsed_header, write_status_line,
 };
 
 /// Bounds on a request head; exceeding one is answered with 414 or 431, never by buffering on.
