@@ -7,6 +7,8 @@
 #
 #   bench/shard-instructions.sh [requests=4000]
 #
+# CALLGRIND_OUT=file keeps the shard's callgrind profile, for callgrind_annotate --tree=caller.
+#
 # valgrind cannot run io_uring, so the shard must fall back to epoll: the script sets
 # kernel.io_uring_disabled=2 for the run (root; the previous value is restored on exit). The
 # kernel's share and the io driver's own code are therefore not in the count; everything the
@@ -44,6 +46,7 @@ SHARD=$(for f in "$WORK"/cg.*; do echo "$(awk '/^summary:/ {print $2}' "$f") $f"
 IR=${SHARD%% *}
 [ -n "$IR" ] && [ "$IR" -gt 0 ] || { echo "callgrind counted nothing" >&2; exit 1; }
 echo "instructions per request in the shard (callgrind, epoll driver): $((IR / REQUESTS))"
+[ -z "${CALLGRIND_OUT:-}" ] || cp "${SHARD#* }" "$CALLGRIND_OUT"
 echo "largest inclusive costs per request (function, where the time is attributed):"
 callgrind_annotate --inclusive=yes "${SHARD#* }" 2>/dev/null | grep -E '^ *[0-9,]+ ' \
   | grep -E 'engine::|memcpy|memchr|malloc|free|httparse|serde_json' | head -30 \

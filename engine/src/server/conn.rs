@@ -81,8 +81,12 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: std::net::SocketAd
         };
         shard.active.set(shard.active.get() + 1);
         let write_timeout = shard.config.write_timeout;
-        let handled =
-            crate::time::timeout(write_timeout, dispatch(&shard, &mut client, head, body)).await;
+        // Pinned in place and lent to the timeout, so that the request's future (the largest
+        // a connection holds) is built once where it lives instead of being moved in.
+        let handled = {
+            let dispatched = std::pin::pin!(dispatch(&shard, &mut client, head, body));
+            crate::time::timeout(write_timeout, dispatched).await
+        };
         shard.active.set(shard.active.get() - 1);
         if handled.is_err() || !client.keep_alive {
             return;

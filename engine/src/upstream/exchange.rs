@@ -20,17 +20,21 @@ pub async fn exchange_head<B: IoBuf + 'static>(
     was_head: bool,
     timeout: Duration,
 ) -> Result<(Conn, ResponseHead), UpstreamError> {
-    let exchange = async {
-        if let Err(e) = conn.write_all(bytes).await {
-            return Err(if conn.reused {
-                UpstreamError::ClosedEarly { reused: true }
-            } else {
-                UpstreamError::Io(format!("write to upstream: {e}"))
-            });
-        }
-        read_response_head(&mut conn, was_head).await
+    // Built in place and lent to the timeout rather than moved into it.
+    let answer = {
+        let exchange = std::pin::pin!(async {
+            if let Err(e) = conn.write_all(bytes).await {
+                return Err(if conn.reused {
+                    UpstreamError::ClosedEarly { reused: true }
+                } else {
+                    UpstreamError::Io(format!("write to upstream: {e}"))
+                });
+            }
+            read_response_head(&mut conn, was_head).await
+        });
+        crate::time::timeout(timeout, exchange).await
     };
-    match crate::time::timeout(timeout, exchange).await {
+    match answer {
         Ok(Ok(head)) => Ok((conn, head)),
         Ok(Err(e)) => Err(e),
         Err(_) => Err(UpstreamError::Timeout(
