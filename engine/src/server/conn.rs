@@ -253,6 +253,22 @@ pub(crate) async fn pipe_body(
     }
 }
 
+/// Bodies up to this are copied out of the connection's read buffer, which keeps its capacity
+/// for the next request; larger ones take the buffer itself rather than be copied.
+const COPIED_BODY_MAX: usize = CLIENT_READ_CHUNK / 2;
+
+/// The first `n` bytes of `buf` (all buffered) as a body of their own, the rest left in `buf`.
+/// Handing the buffer over for a small body made the next read allocate a fresh 8 KiB one.
+fn take_body(buf: &mut Vec<u8>, n: usize) -> Vec<u8> {
+    if n <= COPIED_BODY_MAX {
+        let body = buf[..n].to_vec();
+        buf.drain(..n);
+        return body;
+    }
+    let rest = buf.split_off(n);
+    std::mem::replace(buf, rest)
+}
+
 /// Reads the whole request body (buffered: retries resend it and the model is routed on).
 async fn read_body(
     shard: &Shard,
@@ -273,8 +289,7 @@ async fn read_body(
             while client.buf.len() < n {
                 read_before(shard, client, deadline).await?;
             }
-            let rest = client.buf.split_off(n);
-            Ok(std::mem::replace(&mut client.buf, rest))
+            Ok(take_body(&mut client.buf, n))
         }
         BodyFraming::Chunked => {
             send_continue(client, head).await?;
@@ -394,6 +409,30 @@ pub async fn client_gone(stream: &TcpStream) {
                 {
                     return;
                 }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A small body is copied out and the buffer keeps its capacity for the next request; a
+    /// large one takes the buffer; either way the bytes after the body (a pipelined request)
+    /// stay buffered, in order.
+    #[test]
+    fn take_body_leaves_what_follows_the_body() {
+        for n in [0, 1, COPIED_BODY_MAX, COPIED_BODY_MAX + 1, 3 * CLIENT_READ_CHUNK] {
+            let mut buf = Vec::with_capacity(4 * CLIENT_READ_CHUNK);
+            buf.extend((0..n).map(|i| (i % 251) as u8));
+            buf.extend_from_slice(b"GET / HTTP/1.1\r\n");
+            let body = take_body(&mut buf, n);
+            assert_eq!(body.len(), n);
+            assert!(body.iter().enumerate().all(|(i, b)| *b == (i % 251) as u8));
+            assert_eq!(buf, b"GET / HTTP/1.1\r\n");
+            if n <= COPIED_BODY_MAX {
+                assert!(buf.capacity() >= 4 * CLIENT_READ_CHUNK, "buffer kept for {n}");
             }
         }
     }
