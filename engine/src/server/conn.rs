@@ -423,7 +423,13 @@ mod tests {
     /// stay buffered, in order.
     #[test]
     fn take_body_leaves_what_follows_the_body() {
-        for n in [0, 1, COPIED_BODY_MAX, COPIED_BODY_MAX + 1, 3 * CLIENT_READ_CHUNK] {
+        for n in [
+            0,
+            1,
+            COPIED_BODY_MAX,
+            COPIED_BODY_MAX + 1,
+            3 * CLIENT_READ_CHUNK,
+        ] {
             let mut buf = Vec::with_capacity(4 * CLIENT_READ_CHUNK);
             buf.extend((0..n).map(|i| (i % 251) as u8));
             buf.extend_from_slice(b"GET / HTTP/1.1\r\n");
@@ -432,7 +438,10 @@ mod tests {
             assert!(body.iter().enumerate().all(|(i, b)| *b == (i % 251) as u8));
             assert_eq!(buf, b"GET / HTTP/1.1\r\n");
             if n <= COPIED_BODY_MAX {
-                assert!(buf.capacity() >= 4 * CLIENT_READ_CHUNK, "buffer kept for {n}");
+                assert!(
+                    buf.capacity() >= 4 * CLIENT_READ_CHUNK,
+                    "buffer kept for {n}"
+                );
             }
         }
     }
