@@ -60,7 +60,7 @@ const YIELD_EVERY: usize = 64;
 /// Rows per INSERT statement. Within one statement SQLite keeps each B-tree's cursor on the
 /// leaf it last wrote, so the next row's index entries (ascending ids and timestamps, the same
 /// few key hashes) mostly skip the root-to-leaf search a fresh statement starts with: 28.9k
-/// instructions a row one at a time, 22.0k at 8 (bench/log-rows.sh). Past 8 the bound text
+/// instructions a row one at a time, 21.6k at 8 (bench/log-rows.sh). Past 8 the bound text
 /// outgrows the connection's lookaside memory and every value is malloc'd: 24.2k at 32.
 const ROWS_PER_INSERT: usize = 8;
 
