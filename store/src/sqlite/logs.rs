@@ -44,8 +44,21 @@ struct HourCounts {
 fn write_batch(conn: &mut Connection, batch: &FlushBatch) -> StoreResult<()> {
     let now = datetime::format(Utc::now());
     let mut txn = begin_write(conn)?;
+    let stored = if insert_new_logs(&txn, &batch.logs)? {
+        batch.logs.iter().collect()
+    } else {
+        // Some ids were stored before: a batch flushed again after a commit that did land.
+        // Nothing but log rows is in the transaction yet, so it is undone whole and the rows
+        // go in one at a time, each saying whether it was new. (A savepoint around the inserts
+        // would do the same but copies every page it finds in use to a temporary file first:
+        // a file created, written and unlinked on every flush.)
+        txn.rollback()
+            .context("undo log insert for a row-by-row retry")?;
+        txn = begin_write(conn)?;
+        insert_logs_one_by_one(&txn, &batch.logs)?
+    };
     let mut hours: HashMap<(DateTime<Utc>, i64), HourCounts> = HashMap::new();
-    for log in insert_logs(&mut txn, &batch.logs)? {
+    for log in stored {
         count_hour(log, &mut hours);
     }
     add_key_usage(&txn, &batch.key_usage)?;
@@ -75,25 +88,6 @@ const LOG_COLUMNS: &str = "id, timestamp, group_id, group_name, parent_group_id,
 fn insert_sql(rows: usize) -> String {
     let values = vec!["(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"; rows].join(",");
     format!("INSERT OR IGNORE INTO request_logs ({LOG_COLUMNS}) VALUES {values}")
-}
-
-/// Inserts the rows and returns those that were new; a row whose id is already stored (a batch
-/// flushed again after a crash) is skipped, so its counts are not added twice.
-///
-/// Rows go in several to a statement, which only says how many it stored; when that falls short
-/// (some ids were stored before) the batch is undone and inserted one row at a time, which says
-/// which.
-fn insert_logs<'a>(txn: &mut Transaction<'_>, logs: &'a [LogRow]) -> StoreResult<Vec<&'a LogRow>> {
-    let savepoint = txn.savepoint().context("open log insert savepoint")?;
-    if insert_new_logs(&savepoint, logs)? {
-        savepoint.commit().context("release log insert savepoint")?;
-        return Ok(logs.iter().collect());
-    }
-    // A savepoint's drop behaviour is to roll back; finish() does so and reports failure.
-    savepoint
-        .finish()
-        .context("undo log insert for a row-by-row retry")?;
-    insert_logs_one_by_one(txn, logs)
 }
 
 /// Inserts `logs` several to a statement (the last few one at a time, so that only two
