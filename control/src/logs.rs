@@ -485,6 +485,31 @@ mod tests {
 
     use super::{KeyCipher, LoggedKeys};
 
+    /// The writer's thread gives way: batch policy and a nice value above a shard's.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_writer_thread_runs_at_lower_priority() {
+        // SAFETY: a query about the calling thread (id 0); no pointers.
+        let ours = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
+        let (policy, nice) = std::thread::spawn(|| {
+            super::lower_priority();
+            // SAFETY: queries about the calling thread (id 0); no pointers.
+            unsafe {
+                (
+                    libc::sched_getscheduler(0),
+                    libc::getpriority(libc::PRIO_PROCESS, 0),
+                )
+            }
+        })
+        .join()
+        .expect("thread runs");
+        assert_eq!(policy, libc::SCHED_BATCH);
+        assert_eq!(nice, ours.max(super::WRITER_NICE));
+        // SAFETY: as above.
+        let after = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
+        assert_eq!(after, ours, "only the writer's own thread changes");
+    }
+
     /// The cached columns are the key's own: encrypted so that they decrypt to it, hashed as a
     /// lookup hashes it, reused for the next row, and recomputed when another key has the id.
     #[test]
