@@ -289,8 +289,9 @@ impl Writer {
 /// only takes the core back from it at the scheduler tick (4 ms at HZ=250): a flush running
 /// through its thousands of rows unasked held requests for that long (`perf sched timehist`:
 /// the writer on the core for 4 to 8 ms at a stretch, the shard runnable and waiting). Offered
-/// back every fifth of a millisecond, a waiting shard runs at once; when none waits,
-/// `sched_yield` returns straight away.
+/// back every fifth of a millisecond, a waiting shard may run; EEVDF still picks the writer
+/// again while it is owed time, which its nice value (see [`lower_priority`]) shortens. When
+/// nothing waits, `sched_yield` returns straight away.
 struct Pace {
     since: Instant,
 }
@@ -418,6 +419,9 @@ fn stored_key_value(key: &str, cipher: &KeyCipher) -> String {
     })
 }
 
+/// The log writer's nice value; see [`lower_priority`].
+const WRITER_NICE: i32 = 5;
+
 /// The writer runs as a batch thread (`SCHED_BATCH`) at nice 5 with a short time slice (0.1 ms;
 /// Linux 6.6+'s EEVDF honours `sched_runtime` as the slice). Sharing a core with a shard, at
 /// nice 0 it held the core for 1.9–2.5 ms at a stretch (p90 of its turns under
@@ -427,9 +431,6 @@ fn stored_key_value(key: &str, cipher: &KeyCipher) -> String {
 /// batch behind. At nice 10 (a tenth) it fell 280,000 rows behind in those 20 s. Raising one's
 /// own nice value needs no privilege; an older kernel keeps the policy and nice value and
 /// ignores the slice.
-/// See [`lower_priority`].
-const WRITER_NICE: i32 = 5;
-
 fn lower_priority() {
     #[cfg(target_os = "linux")]
     {
