@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# How long the request log writer holds the core it shares with a shard, and how long the shard
+# waits for it: the part of the tail latency that logging costs. With the process pinned to one
+# core (as the comparison pins every proxy), the writer's flush and the shard take turns, and
+# the kernel only takes the core back from the writer at a scheduler tick unless the writer
+# offers it; a request that arrives while the writer has the core waits out its turn.
+#
+#   bench/writer-turns.sh [seconds=3] [connections=16]
+#
+# gpt-load on core 0 (ENGINE_THREADS=1, logging on as by default), the mock and wrk on core 1;
+# `perf sched record` on core 0 during the load, then `perf sched timehist`:
+#   - the writer's turns on the core (on-CPU stretches), p50/p90/p99/max, and its CPU share;
+#   - the shard's waits between two of its turns, p99/max (preempted or asleep);
+#   - what else ran on the core (other processes of the machine are noise here).
+# Run it twice per build and alternate builds: the VM's neighbours move these figures too.
+# Needs root, perf with the sched tracepoints (tracefs), wrk, python3.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. bench/lib.sh # add_bench_group
+SECONDS_RUN=${1:-3}
+CONNS=${2:-16}
+for tool in perf wrk taskset; do
+  command -v $tool >/dev/null || { echo "needs $tool (apt-get install linux-perf wrk util-linux)" >&2; exit 1; }
+done
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
+cargo build --release --locked -p control -p mock-upstream >&2
+BIN=$CARGO_TARGET_DIR/release
+WORK=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null; rm -rf "$WORK"' EXIT
+
+MOCK_PORT=19590; GW_PORT=19591; AUTH=sk-bench-admin-Kq2vB7nX4pLw9Tz
+taskset -c 1 "$BIN/mock-upstream" --port $MOCK_PORT > "$WORK/mock.out" 2>&1 &
+(cd "$WORK" && AUTH_KEY=$AUTH HOST=127.0.0.1 PORT=$GW_PORT ENGINE_THREADS=1 MAX_CONCURRENT_REQUESTS=100000 \
+  LOG_LEVEL=warn exec taskset -c 0 "$BIN/gpt-load" 2> "$WORK/gw.err") &
+for _ in $(seq 1 100); do curl -sf "localhost:$GW_PORT/health" >/dev/null && break; sleep 0.1; done
+curl -sf "localhost:$GW_PORT/health" >/dev/null || { echo "gpt-load did not start:" >&2; cat "$WORK/gw.err" >&2; exit 1; }
+add_bench_group $GW_PORT $MOCK_PORT $AUTH
+
+cat > "$WORK/post.lua" <<'LUA'
+wrk.method = "POST"
+wrk.body = '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}'
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer sk-bench-client"
+LUA
+URL=http://127.0.0.1:$GW_PORT/proxy/bench/v1/chat/completions
+taskset -c 1 wrk -t1 -c"$CONNS" -d$((SECONDS_RUN + 2))s -s "$WORK/post.lua" "$URL" > "$WORK/wrk.out" &
+WRK=$!
+sleep 1 # past the first flush of a fresh database
+perf sched record -C 0 -o "$WORK/sched.data" -- sleep "$SECONDS_RUN" > /dev/null 2> "$WORK/perf.err" \
+  || { echo "perf sched record failed (root? tracefs?):" >&2; tail -3 "$WORK/perf.err" >&2; exit 1; }
+wait $WRK
+perf sched timehist -i "$WORK/sched.data" > "$WORK/timehist" 2> /dev/null
+
+echo "load: $(awk '/Requests\/sec/ {print $2}' "$WORK/wrk.out") req/s at $CONNS connections, ${SECONDS_RUN} s recorded on core 0"
+# timehist columns: time, cpu, task[tid/pid], wait time, sch delay, run time (ms).
+python3 - "$WORK/timehist" "$SECONDS_RUN" <<'PY'
+import re, sys
+rows = []
+for line in open(sys.argv[1]):
+    m = re.match(r"\s*[\d.]+\s+\[\d+\]\s+(.+?)\[[\d/]+\]\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)", line)
+    if m:
+        rows.append((m.group(1).strip(), float(m.group(2)), float(m.group(4))))
+def pct(values, p):
+    values = sorted(values)
+    return values[min(len(values) - 1, int(len(values) * p))] if values else 0.0
+def line(label, values, share=None):
+    extra = f", {share:.0%} of the core" if share is not None else ""
+    print(f"{label}: {len(values)} turns, p50 {pct(values, .5):.2f} / p90 {pct(values, .9):.2f} / "
+          f"p99 {pct(values, .99):.2f} / max {max(values, default=0):.2f} ms{extra}")
+seconds = float(sys.argv[2])
+writer = [run for task, _, run in rows if task == "log-writer"]
+line("log writer, time on the core per turn", writer, sum(writer) / 1000 / seconds)
+waits = [wait for task, wait, _ in rows if task.startswith("shard-")]
+print(f"shard, wait between turns: p99 {pct(waits, .99):.2f} / max {max(waits, default=0):.2f} ms")
+others = {}
+for task, _, run in rows:
+    if not (task == "log-writer" or task.startswith("shard-") or task == "<idle>"):
+        others[task] = others.get(task, 0) + run
+top = sorted(others.items(), key=lambda kv: -kv[1])[:3]
+print("also on the core: " + (", ".join(f"{t} {ms:.0f} ms" for t, ms in top) or "nothing"))
+PY
