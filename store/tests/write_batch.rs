@@ -228,6 +228,110 @@ async fn log_rows_are_stored_as_given() {
     assert!(hourly(&db.path).is_empty(), "retry rows are not counted");
 }
 
+/// Every column of every row reads back as written, with the storage class v1's rows have,
+/// whether the row went in with fifteen others (text bound in place) or on its own (through
+/// rusqlite): 17 rows take both paths.
+#[tokio::test]
+async fn every_column_is_stored_as_given_by_both_insert_paths() {
+    let db = fresh().await;
+    let rows: Vec<LogRow> = (0..17)
+        .map(|i| {
+            let mut row = log(
+                &format!("0b6c1f5e-7d2a-4c33-9a57-3f0c8f1d2e{i:02}"),
+                utc("2025-09-01T04:10:00Z") + chrono::Duration::milliseconds(i * 1_001),
+                i + 1,
+                &format!("hash-{i}"),
+            );
+            row.parent_group_id = i * 10;
+            row.parent_group_name = if i % 2 == 0 {
+                String::new()
+            } else {
+                format!("p-{i}")
+            };
+            row.model = format!("模型-{i}");
+            row.is_success = i % 3 != 0;
+            row.source_ip = format!("10.0.0.{i}");
+            row.status_code = 200 + i;
+            row.request_path = format!("/proxy/g/v1/x?i={i}");
+            row.duration_ms = 1_000 + i;
+            row.error_message = "e".repeat(i as usize);
+            row.user_agent = format!("ua/{i}");
+            row.request_type = if i % 2 == 0 { "final" } else { "retry" }.to_owned();
+            row.upstream_addr = format!("https://u{i}.example.com/v1");
+            row.is_stream = i % 2 == 1;
+            row.request_body = format!("{{\"n\":{i}}}");
+            row.request_id = format!("req-{i}");
+            row
+        })
+        .collect();
+    db.store
+        .write_batch(FlushBatch {
+            logs: rows.clone(),
+            key_states: vec![],
+            key_usage: vec![],
+        })
+        .await
+        .expect("flush");
+    let conn = raw(&db.path);
+    let mut stmt = conn
+        .prepare(
+            "SELECT id, timestamp, group_id, group_name, parent_group_id, parent_group_name, \
+             key_value, key_hash, model, is_success, source_ip, status_code, request_path, \
+             duration_ms, error_message, user_agent, request_type, upstream_addr, is_stream, \
+             request_body, request_id, typeof(id) || typeof(timestamp) || typeof(group_id) || \
+             typeof(parent_group_name) || typeof(is_success) || typeof(status_code) || \
+             typeof(error_message) || typeof(is_stream) FROM request_logs ORDER BY id",
+        )
+        .expect("prepare");
+    let stored: Vec<(LogRow, String)> = stmt
+        .query_map([], |r| {
+            let timestamp: String = r.get(1)?;
+            Ok((
+                LogRow {
+                    id: r.get(0)?,
+                    timestamp: chrono::DateTime::parse_from_str(
+                        &timestamp,
+                        "%Y-%m-%d %H:%M:%S%.f%:z",
+                    )
+                    .expect("timestamp as v1 writes it")
+                    .with_timezone(&chrono::Utc),
+                    group_id: r.get(2)?,
+                    group_name: r.get(3)?,
+                    parent_group_id: r.get(4)?,
+                    parent_group_name: r.get(5)?,
+                    key_value: r.get(6)?,
+                    key_hash: r.get(7)?,
+                    model: r.get(8)?,
+                    is_success: r.get(9)?,
+                    source_ip: r.get(10)?,
+                    status_code: r.get(11)?,
+                    request_path: r.get(12)?,
+                    duration_ms: r.get(13)?,
+                    error_message: r.get(14)?,
+                    user_agent: r.get(15)?,
+                    request_type: r.get(16)?,
+                    upstream_addr: r.get(17)?,
+                    is_stream: r.get(18)?,
+                    request_body: r.get(19)?,
+                    request_id: r.get(20)?,
+                },
+                r.get(21)?,
+            ))
+        })
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    assert_eq!(stored.len(), rows.len());
+    for ((got, classes), want) in stored.iter().zip(&rows) {
+        assert_eq!(got, want);
+        assert_eq!(
+            classes, "texttextintegertextintegerintegertextinteger",
+            "row {}",
+            want.id
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_replayed_batch_counts_once() {
     let (db, g) = fresh_with_group(1).await;
