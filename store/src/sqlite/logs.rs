@@ -159,8 +159,7 @@ impl<'c> BorrowingInsert<'c> {
         Ok(Self { stmt, raw, db })
     }
 
-    /// Binds `rows` in order, runs the statement and leaves it reset with nothing bound: the
-    /// number of rows stored.
+    /// Binds `rows` in order, runs the statement and leaves it reset: the number of rows stored.
     fn run(&mut self, rows: &[LogRow]) -> StoreResult<usize> {
         let Some(raw) = self.raw else {
             return bind_and_insert(&mut self.stmt, rows);
@@ -195,8 +194,11 @@ impl<'c> BorrowingInsert<'c> {
             binder.text(&log.request_id);
         }
         // SAFETY: `raw` is `self.stmt`'s handle, borrowed with it; every text bound above
-        // (the rows and `timestamps`) outlives the step, and the statement is reset and its
-        // bindings cleared before they go, so SQLite keeps no pointer to them.
+        // (the rows and `timestamps`) outlives the step. SQLite reads bound text only while
+        // stepping, and every step here first binds all the parameters again; the pointers left
+        // bound afterwards are never read, and are cleared when the insert is dropped (and by
+        // rusqlite when the statement goes back to its cache). Clearing them after every step
+        // cost 316 instructions a row (1.7%).
         let (code, stored) = unsafe {
             let code = if binder.failed == 0 {
                 ffi::sqlite3_step(raw.as_ptr())
@@ -205,7 +207,6 @@ impl<'c> BorrowingInsert<'c> {
             };
             let stored = ffi::sqlite3_changes(self.db);
             ffi::sqlite3_reset(raw.as_ptr());
-            ffi::sqlite3_clear_bindings(raw.as_ptr());
             (code, stored)
         };
         if code == ffi::SQLITE_DONE {
@@ -217,6 +218,15 @@ impl<'c> BorrowingInsert<'c> {
             "insert request logs: {} (code {code})",
             message.to_string_lossy()
         )))
+    }
+}
+
+impl Drop for BorrowingInsert<'_> {
+    fn drop(&mut self) {
+        if let Some(raw) = self.raw {
+            // SAFETY: `self.stmt`'s handle, still alive: fields are dropped after this.
+            unsafe { ffi::sqlite3_clear_bindings(raw.as_ptr()) };
+        }
     }
 }
 
