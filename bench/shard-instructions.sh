@@ -8,6 +8,9 @@
 #   bench/shard-instructions.sh [requests=4000]
 #
 # CALLGRIND_OUT=file keeps the shard's callgrind profile, for callgrind_annotate --tree=caller.
+# PART=writer counts the request log writer's thread instead (taking each record off the queue
+# and the flushes, store included): what logging a request costs, beside what serving it does.
+# With fewer than a few batches (2,000 records each) the first batch's one-off costs show.
 #
 # valgrind cannot run io_uring, so the shard must fall back to epoll: the script sets
 # kernel.io_uring_disabled=2 for the run (root; the previous value is restored on exit). The
@@ -27,11 +30,18 @@ PREVIOUS=$(cat /proc/sys/kernel/io_uring_disabled)
 trap 'echo "$PREVIOUS" > /proc/sys/kernel/io_uring_disabled; kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null; rm -rf "$WORK"' EXIT
 echo 2 > /proc/sys/kernel/io_uring_disabled
 
+if [ "${PART:-shard}" = writer ]; then
+  TOGGLES=(--toggle-collect='gpt_load::logs::Writer::take' --toggle-collect='gpt_load::logs::Writer::flush')
+  LABEL="in the log writer"; SHOWN='gpt_load::|store::|sqlite3|memcpy|malloc|free|uuid|chrono'
+else
+  TOGGLES=(--toggle-collect='monoio::task::raw::poll')
+  LABEL="in the shard (callgrind, epoll driver)"; SHOWN='engine::|memcpy|memchr|malloc|free|httparse|serde_json'
+fi
 MOCK_PORT=19490; GW_PORT=19491; AUTH=sk-bench-admin-Kq2vB7nX4pLw9Tz
 "$BIN/mock-upstream" --port $MOCK_PORT > "$WORK/mock.out" 2>&1 &
 (cd "$WORK" && AUTH_KEY=$AUTH HOST=127.0.0.1 PORT=$GW_PORT ENGINE_THREADS=1 LOG_LEVEL=warn \
   exec valgrind --tool=callgrind --separate-threads=yes --collect-atstart=no \
-  --toggle-collect='monoio::task::raw::poll' --callgrind-out-file="$WORK/cg.%p" "$BIN/gpt-load" \
+  "${TOGGLES[@]}" --callgrind-out-file="$WORK/cg.%p" "$BIN/gpt-load" \
   2> "$WORK/gw.err") &
 GW_PID=$!
 # Starting under valgrind takes a minute or two on two cores.
@@ -41,15 +51,15 @@ add_bench_group $GW_PORT $MOCK_PORT $AUTH
 python3 bench/fixed_requests.py $GW_PORT "$REQUESTS" 16
 kill -TERM $GW_PID; wait $GW_PID 2>/dev/null || true
 
-# One file per thread; the shard's is the one that counted anything.
+# One file per thread; the counted thread's is the one that counted anything.
 SHARD=$(for f in "$WORK"/cg.*; do echo "$(awk '/^summary:/ {print $2}' "$f") $f"; done | sort -n | tail -1)
 IR=${SHARD%% *}
 [ -n "$IR" ] && [ "$IR" -gt 0 ] || { echo "callgrind counted nothing" >&2; exit 1; }
-echo "instructions per request in the shard (callgrind, epoll driver): $((IR / REQUESTS))"
+echo "instructions per request $LABEL: $((IR / REQUESTS))"
 [ -z "${CALLGRIND_OUT:-}" ] || cp "${SHARD#* }" "$CALLGRIND_OUT"
 echo "largest inclusive costs per request (function, where the time is attributed):"
 callgrind_annotate --inclusive=yes "${SHARD#* }" 2>/dev/null | grep -E '^ *[0-9,]+ ' \
-  | grep -E 'engine::|memcpy|memchr|malloc|free|httparse|serde_json' | head -30 \
+  | grep -E "$SHOWN" | head -30 \
   | awk -v n="$REQUESTS" '{c=$1; gsub(",", "", c); sub(/^ *[0-9,]+ +\( *[0-9.]+%\) +/, "");
       sub(/ \[.*\]$/, ""); sub(/^.*(registry\/src\/[^\/]+\/|\/rustc\/[0-9a-f]+\/|engine\/src\/)/, "");
       printf "%8d  %s\n", c / n, substr($0, 1, 130)}'
