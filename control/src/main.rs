@@ -1,6 +1,7 @@
 //! `gpt-load`: a drop-in, much faster GPT-Load v1. Reads `.env` and the environment, then runs
 //! the engine shards and the control plane in one process.
 
+mod allocator;
 mod api;
 mod app;
 mod config;
@@ -15,7 +16,7 @@ mod validation;
 use clap::{Parser, Subcommand};
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: allocator::Mimalloc = allocator::Mimalloc;
 
 /// AI API gateway with key pools, compatible with GPT-Load v1.
 #[derive(Parser)]
