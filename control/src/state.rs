@@ -129,7 +129,10 @@ impl Model {
     /// are rebuilt every time: they are small, and they point at their members' current `Arc`s.
     pub fn snapshot(&mut self) -> Arc<Snapshot> {
         self.version += 1;
-        let mut groups = HashMap::with_capacity(self.groups.len());
+        let mut groups = engine::snapshot::LookupMap::with_capacity_and_hasher(
+            self.groups.len(),
+            Default::default(),
+        );
         for (id, row) in self
             .groups
             .iter()
