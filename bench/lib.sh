@@ -56,6 +56,17 @@ add_bench_group() { # gateway-port mock-port admin-key
     || { echo "gpt-load: adding the keys failed" >&2; return 1; }
 }
 
+# The wrk script every throughput run sends: a small chat completion with the bench group's
+# client key, as a POST.
+write_chat_lua() { # file
+  cat > "$1" <<'LUA'
+wrk.method = "POST"
+wrk.body = '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}'
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer sk-bench-client"
+LUA
+}
+
 # ---------------------------------------------------------------- nginx
 
 install_nginx() {

@@ -8,7 +8,7 @@
 # Pinning: gpt-load on core 0 (ENGINE_THREADS=1), the mock and wrk on core 1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-. bench/lib.sh # add_bench_group
+. bench/lib.sh # add_bench_group, write_chat_lua, wait_http
 DURATION=${1:-10}
 CONNS=${2:-64}
 command -v wrk >/dev/null || { echo "needs wrk (apt-get install wrk)" >&2; exit 1; }
@@ -23,18 +23,12 @@ taskset -c 1 "$BIN/mock-upstream" --port $MOCK_PORT > "$WORK/mock.out" &
 (cd "$WORK" && AUTH_KEY=$AUTH HOST=127.0.0.1 PORT=$GW_PORT ENGINE_THREADS=1 MAX_CONCURRENT_REQUESTS=100000 \
   LOG_LEVEL=info exec taskset -c 0 "$BIN/gpt-load" 2> "$WORK/gw.err") &
 GW_PID=$!
-for _ in $(seq 1 100); do curl -sf "localhost:$GW_PORT/health" >/dev/null && break; sleep 0.1; done
-curl -sf "localhost:$GW_PORT/health" >/dev/null || { echo "gpt-load did not start:" >&2; cat "$WORK/gw.err" >&2; exit 1; }
+wait_http "http://127.0.0.1:$GW_PORT/health" gpt-load "$WORK/gw.err"
 
 add_bench_group $GW_PORT $MOCK_PORT $AUTH
 # Logs are written once a minute by default; keep it that way (the v1 default).
 
-cat > "$WORK/post.lua" <<'LUA'
-wrk.method = "POST"
-wrk.body = '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}'
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer sk-bench-client"
-LUA
+write_chat_lua "$WORK/post.lua"
 
 run() { # label url
   local out rps lat

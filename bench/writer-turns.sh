@@ -16,7 +16,7 @@
 # Needs root, perf with the sched tracepoints (tracefs), wrk, python3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-. bench/lib.sh # add_bench_group
+. bench/lib.sh # add_bench_group, write_chat_lua, wait_http
 SECONDS_RUN=${1:-3}
 CONNS=${2:-16}
 for tool in perf wrk taskset; do
@@ -32,16 +32,10 @@ MOCK_PORT=19590; GW_PORT=19591; AUTH=sk-bench-admin-Kq2vB7nX4pLw9Tz
 taskset -c 1 "$BIN/mock-upstream" --port $MOCK_PORT > "$WORK/mock.out" 2>&1 &
 (cd "$WORK" && AUTH_KEY=$AUTH HOST=127.0.0.1 PORT=$GW_PORT ENGINE_THREADS=1 MAX_CONCURRENT_REQUESTS=100000 \
   LOG_LEVEL=warn exec taskset -c 0 "$BIN/gpt-load" 2> "$WORK/gw.err") &
-for _ in $(seq 1 100); do curl -sf "localhost:$GW_PORT/health" >/dev/null && break; sleep 0.1; done
-curl -sf "localhost:$GW_PORT/health" >/dev/null || { echo "gpt-load did not start:" >&2; cat "$WORK/gw.err" >&2; exit 1; }
+wait_http "http://127.0.0.1:$GW_PORT/health" gpt-load "$WORK/gw.err"
 add_bench_group $GW_PORT $MOCK_PORT $AUTH
 
-cat > "$WORK/post.lua" <<'LUA'
-wrk.method = "POST"
-wrk.body = '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}'
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer sk-bench-client"
-LUA
+write_chat_lua "$WORK/post.lua"
 URL=http://127.0.0.1:$GW_PORT/proxy/bench/v1/chat/completions
 taskset -c 1 wrk -t1 -c"$CONNS" -d$((SECONDS_RUN + 2))s -s "$WORK/post.lua" "$URL" > "$WORK/wrk.out" &
 WRK=$!
