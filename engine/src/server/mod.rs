@@ -201,6 +201,7 @@ struct ShardStart {
 }
 
 fn run_thread(ctx: ShardStart) {
+    crate::time::forget_spare_timers();
     let built = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
         .with_entries(4096)
         .enable_timer()
