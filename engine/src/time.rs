@@ -13,9 +13,11 @@
 use std::cell::RefCell;
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
+use futures_util::task::AtomicWaker;
 use monoio::time::Sleep;
 
 /// The future did not finish within its time.
@@ -38,14 +40,12 @@ pin_project_lite::pin_project! {
     }
 }
 
-/// Finished timers kept per thread for reuse. A bound, because a spare holds the waker of the
-/// task that last used it (a finished connection's task stays allocated until the spare is
-/// reused) and may still sit in the timer wheel until its old deadline, when it wakes that
-/// task once for nothing.
+/// Finished timers kept per thread for reuse. A bound, because a spare may still sit in the
+/// timer wheel until its old deadline, and an entry is half a kilobyte.
 const SPARES_KEPT: usize = 64;
 
 thread_local! {
-    static SPARES: RefCell<Vec<Pin<Box<Sleep>>>> = const { RefCell::new(Vec::new()) };
+    static SPARES: RefCell<Vec<Armed>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Drops this thread's spare timers. A timer belongs to the runtime it was made under: a
@@ -55,9 +55,51 @@ pub fn forget_spare_timers() {
     let _ = SPARES.try_with(|spares| spares.borrow_mut().clear());
 }
 
+/// A monoio timer and the waker it is polled with. monoio keeps the first waker a timer is
+/// polled with until it fires, so a timer dropped while armed would, reused by another task,
+/// wake the task it was armed for and never the new one. Its waker is therefore always the
+/// relay's, and the relay holds the waker of whoever waits on it now.
+struct Armed {
+    sleep: Pin<Box<Sleep>>,
+    relay: Arc<Relay>,
+    waker: Waker,
+}
+
+/// Passes a timer's wake to the task that waits on it now.
+#[derive(Default)]
+struct Relay(AtomicWaker);
+
+impl Wake for Relay {
+    fn wake(self: Arc<Self>) {
+        self.0.wake();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.wake();
+    }
+}
+
+impl Armed {
+    fn new(deadline: monoio::time::Instant) -> Armed {
+        let relay = Arc::new(Relay::default());
+        Armed {
+            sleep: Box::pin(monoio::time::sleep_until(deadline)),
+            waker: Waker::from(relay.clone()),
+            relay,
+        }
+    }
+
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        self.relay.0.register(cx.waker());
+        self.sleep
+            .as_mut()
+            .poll(&mut Context::from_waker(&self.waker))
+    }
+}
+
 /// A timer armed on first need, returned to the spares when dropped.
 #[derive(Default)]
-struct Timer(Option<Pin<Box<Sleep>>>);
+struct Timer(Option<Armed>);
 
 impl Timer {
     /// Waits for `deadline` (the deadline of the first call; later calls keep it).
@@ -70,19 +112,21 @@ impl Timer {
                 .flatten();
             match spare {
                 Some(mut timer) => {
-                    timer.as_mut().reset(deadline);
+                    timer.sleep.as_mut().reset(deadline);
                     timer
                 }
-                None => Box::pin(monoio::time::sleep_until(deadline)),
+                None => Armed::new(deadline),
             }
         });
-        timer.as_mut().poll(cx)
+        timer.poll(cx)
     }
 }
 
 impl Drop for Timer {
     fn drop(&mut self) {
         if let Some(timer) = self.0.take() {
+            // The task that waited lets go: a spare neither wakes it nor keeps it allocated.
+            drop(timer.relay.0.take());
             let _ = SPARES.try_with(|spares| {
                 let mut spares = spares.borrow_mut();
                 if spares.len() < SPARES_KEPT {
@@ -186,6 +230,35 @@ mod tests {
         });
         forget_spare_timers();
         assert_eq!(SPARES.with(|s| s.borrow().len()), 0);
+    }
+
+    /// A timer that went back to the spares while armed, from one task, wakes the task that
+    /// reuses it: monoio keeps the first waker a timer was polled with, so a spare must not
+    /// carry its last task's.
+    #[test]
+    fn a_reused_timer_wakes_its_new_task() {
+        run(async {
+            let armed = monoio::spawn(async {
+                let mut pending = std::pin::pin!(timeout(
+                    Duration::from_secs(60),
+                    std::future::pending::<()>()
+                ));
+                std::future::poll_fn(|cx| {
+                    assert!(pending.as_mut().poll(cx).is_pending());
+                    Poll::Ready(())
+                })
+                .await;
+            });
+            armed.await;
+            assert_eq!(
+                SPARES.with(|s| s.borrow().len()),
+                1,
+                "the armed timer went back"
+            );
+            let reuser = monoio::spawn(sleep(Duration::from_millis(5)));
+            let bound = monoio::time::timeout(Duration::from_secs(5), reuser).await;
+            assert!(bound.is_ok(), "the task reusing the timer was never woken");
+        });
     }
 
     #[test]
