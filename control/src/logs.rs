@@ -17,8 +17,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
-use engine::events::{AttemptLog, Event, KeyHealth};
+use engine::events::{AttemptLog, Event, KeyHealth, TextField};
 use engine::keys::KeySlot;
+use engine::snapshot::LookupMap;
 use store::{FlushBatch, KeyStateUpdate, KeyUsage, LogRow, Store};
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -60,10 +61,11 @@ impl LogWriter {
             cipher,
             stop: stop.clone(),
             logs: Vec::new(),
+            spare_rows: Vec::new(),
             ids: LogIds::new(),
             logged_keys: LoggedKeys::default(),
             key_states: HashMap::new(),
-            key_usage: HashMap::new(),
+            key_usage: LookupMap::default(),
             last_usage_flush: Instant::now(),
             last_flush: Instant::now(),
             pace: Pace::new(),
@@ -94,10 +96,12 @@ struct Writer {
     cipher: KeyCipher,
     stop: Arc<AtomicBool>,
     logs: Vec<LogRow>,
+    /// Rows already written, kept to be filled again (see [`Writer::recycle`]).
+    spare_rows: Vec<LogRow>,
     ids: LogIds,
     logged_keys: LoggedKeys,
     /// Successful requests per key id and the latest time, since usage was last written.
-    key_usage: HashMap<i64, (i64, chrono::DateTime<chrono::Utc>)>,
+    key_usage: LookupMap<i64, (i64, chrono::DateTime<chrono::Utc>)>,
     last_usage_flush: Instant,
     /// Latest state per key: later changes of the same key supersede earlier ones.
     key_states: HashMap<i64, KeyStateUpdate>,
@@ -162,20 +166,20 @@ impl Writer {
     fn take(&mut self, event: Event) {
         match event {
             Event::Attempt(log) => {
-                let id = self
-                    .ids
-                    .next(log.timestamp.timestamp_millis().max(0) as u64);
                 if let (true, Some(key)) = (log.is_success, &log.key) {
                     let used = self.key_usage.entry(key.id()).or_insert((0, log.timestamp));
                     used.0 += 1;
                     used.1 = used.1.max(log.timestamp);
                 }
+                let mut row = self.spare_rows.pop().unwrap_or_default();
+                let millis = log.timestamp.timestamp_millis().max(0) as u64;
+                self.ids.write_next(millis, &mut row.id);
                 let key = log
                     .key
                     .as_ref()
-                    .map(|k| self.logged_keys.get(k, &self.cipher))
-                    .unwrap_or_default();
-                self.logs.push(log_row(id, key, *log));
+                    .map(|k| self.logged_keys.get(k, &self.cipher));
+                fill_log_row(&mut row, key, &log);
+                self.logs.push(row);
             }
             Event::Key(health) => self.key_health(health),
         }
@@ -248,11 +252,20 @@ impl Writer {
             return;
         }
         self.pace.offer();
-        // Two thousand rows of strings to free, about a millisecond: freed in slices too.
-        let mut logs = batch.logs;
-        while !logs.is_empty() {
-            logs.truncate(logs.len().saturating_sub(256));
-            self.pace.offer();
+        self.recycle(batch.logs);
+    }
+
+    /// Keeps written rows to be filled again: their strings are overwritten in place for the
+    /// next records instead of allocated anew (five a row) and freed (twelve a row, most of them
+    /// on a shard's heap). A row that grew past [`RECYCLED_ROW_BYTES`] (a logged body) is freed.
+    fn recycle(&mut self, mut logs: Vec<LogRow>) {
+        while let Some(row) = logs.pop() {
+            if self.spare_rows.len() < MAX_BATCH && row_capacity(&row) <= RECYCLED_ROW_BYTES {
+                self.spare_rows.push(row);
+            }
+            if logs.len().is_multiple_of(256) {
+                self.pace.offer();
+            }
         }
         // The next batch fills the same space: grown from empty, a batch's rows were copied
         // over and over as the vector doubled (2.5% of the writer's work at full load).
@@ -326,8 +339,9 @@ impl Pace {
 /// both here. Past [`LoggedKeys::LIMIT`] keys it starts over.
 #[derive(Default)]
 struct LoggedKeys {
-    /// With the key in clear, to tell an entry from another key that took its id.
-    by_id: HashMap<i64, (String, LoggedKey)>,
+    /// With the key in clear, to tell an entry from another key that took its id. Hashed with
+    /// foldhash, as the usage counts are: one lookup a row each, and key ids are ours.
+    by_id: LookupMap<i64, (String, LoggedKey)>,
 }
 
 /// What a log row stores of the key it used.
@@ -340,22 +354,23 @@ struct LoggedKey {
 impl LoggedKeys {
     const LIMIT: usize = 4096;
 
-    fn get(&mut self, key: &KeySlot, cipher: &KeyCipher) -> LoggedKey {
-        if let Some((plain, logged)) = self.by_id.get(&key.id())
-            && plain == key.value()
-        {
-            return logged.clone();
-        }
-        if self.by_id.len() >= Self::LIMIT {
+    fn get(&mut self, key: &KeySlot, cipher: &KeyCipher) -> &LoggedKey {
+        let id = key.id();
+        if self.by_id.len() >= Self::LIMIT && !self.by_id.contains_key(&id) {
             self.by_id.clear();
         }
-        let logged = LoggedKey {
-            value: stored_key_value(key.value(), cipher),
-            hash: cipher.hash(key.value()),
+        let logged = |key: &KeySlot| {
+            let columns = LoggedKey {
+                value: stored_key_value(key.value(), cipher),
+                hash: cipher.hash(key.value()),
+            };
+            (key.value().to_string(), columns)
         };
-        self.by_id
-            .insert(key.id(), (key.value().to_string(), logged.clone()));
-        logged
+        let entry = self.by_id.entry(id).or_insert_with(|| logged(key));
+        if entry.0 != key.value() {
+            *entry = logged(key);
+        }
+        &entry.1
     }
 }
 
@@ -375,49 +390,87 @@ impl LogIds {
         }
     }
 
-    /// An id for a row of time `millis` (Unix milliseconds).
-    fn next(&mut self, millis: u64) -> String {
+    /// Writes an id for a row of time `millis` (Unix milliseconds) into `id`.
+    fn write_next(&mut self, millis: u64, id: &mut String) {
         let mut random = [0u8; 10];
         self.rng.fill(&mut random);
         let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
         // Encoded directly rather than through `Display` (`to_string`), whose formatting
         // machinery cost more than the encoding.
-        uuid::Builder::from_unix_timestamp_millis(millis, &random)
+        let encoded = uuid::Builder::from_unix_timestamp_millis(millis, &random)
             .into_uuid()
             .hyphenated()
-            .encode_lower(&mut text)
-            .to_owned()
+            .encode_lower(&mut text);
+        id.clear();
+        id.push_str(encoded);
     }
 }
 
-/// `key` is what the row stores of the key the attempt used (empty for none).
-fn log_row(id: String, key: LoggedKey, log: AttemptLog) -> LogRow {
-    LogRow {
-        id,
-        timestamp: log.timestamp,
-        group_id: log.group_id,
-        group_name: log.group_name.to_string(),
-        parent_group_id: log.parent_group_id,
-        parent_group_name: log
-            .parent_group_name
-            .map(|n| n.to_string())
-            .unwrap_or_default(),
-        key_value: key.value,
-        key_hash: key.hash,
-        model: log.model,
-        is_success: log.is_success,
-        source_ip: log.source_ip,
-        status_code: log.status_code as i64,
-        request_path: log.request_path,
-        duration_ms: log.duration_ms as i64,
-        error_message: log.error_message,
-        user_agent: log.user_agent,
-        request_type: if log.is_final { "final" } else { "retry" }.into(),
-        upstream_addr: log.upstream_addr,
-        is_stream: log.is_stream,
-        request_body: log.request_body,
-        request_id: log.request_id,
+/// A recycled row holding more than this in its strings is freed rather than kept (rows are
+/// a few hundred bytes; a logged request body can be 65,000).
+const RECYCLED_ROW_BYTES: usize = 4096;
+
+fn row_capacity(row: &LogRow) -> usize {
+    [
+        &row.id,
+        &row.group_name,
+        &row.parent_group_name,
+        &row.key_value,
+        &row.key_hash,
+        &row.model,
+        &row.source_ip,
+        &row.request_path,
+        &row.error_message,
+        &row.user_agent,
+        &row.request_type,
+        &row.upstream_addr,
+        &row.request_body,
+        &row.request_id,
+    ]
+    .iter()
+    .map(|text| text.capacity())
+    .sum()
+}
+
+/// Fills `row` (its id already written) from `log`; `key` is what the row stores of the key
+/// the attempt used (none: empty). Every string is overwritten in place.
+fn fill_log_row(row: &mut LogRow, key: Option<&LoggedKey>, log: &AttemptLog) {
+    fn set(column: &mut String, text: &str) {
+        column.clear();
+        column.push_str(text);
     }
+    row.timestamp = log.timestamp;
+    row.group_id = log.group_id;
+    set(&mut row.group_name, &log.group_name);
+    row.parent_group_id = log.parent_group_id;
+    set(
+        &mut row.parent_group_name,
+        log.parent_group_name.as_deref().unwrap_or_default(),
+    );
+    set(&mut row.key_value, key.map_or("", |k| &k.value));
+    set(&mut row.key_hash, key.map_or("", |k| &k.hash));
+    set(&mut row.model, log.text.get(TextField::Model));
+    row.is_success = log.is_success;
+    set(&mut row.source_ip, log.text.get(TextField::SourceIp));
+    row.status_code = log.status_code as i64;
+    set(&mut row.request_path, log.text.get(TextField::RequestPath));
+    row.duration_ms = log.duration_ms as i64;
+    set(
+        &mut row.error_message,
+        log.text.get(TextField::ErrorMessage),
+    );
+    set(&mut row.user_agent, log.text.get(TextField::UserAgent));
+    set(
+        &mut row.request_type,
+        if log.is_final { "final" } else { "retry" },
+    );
+    set(
+        &mut row.upstream_addr,
+        log.text.get(TextField::UpstreamAddr),
+    );
+    row.is_stream = log.is_stream;
+    set(&mut row.request_body, log.text.get(TextField::RequestBody));
+    set(&mut row.request_id, log.text.get(TextField::RequestId));
 }
 
 /// `request_logs.key_value`: the key encrypted as `api_keys` stores it (v1). Should the random
@@ -494,19 +547,23 @@ fn lower_priority() {
 mod tests {
     use engine::keys::{KeySlot, KeyStatus};
 
-    use super::{KeyCipher, LogIds, LoggedKeys};
+    use engine::events::{AttemptLog, AttemptText, TextField};
+    use store::LogRow;
+
+    use super::{KeyCipher, LogIds, LoggedKey, LoggedKeys, fill_log_row};
 
     /// Log ids are v1's text form of a UUID (lowercase, hyphenated), version 7, carrying the
     /// row's time, so that later rows sort after earlier ones.
     #[test]
     fn log_ids_are_time_ordered_uuid_v7_text() {
         let mut ids = LogIds::new();
-        let first = ids.next(1_764_000_000_000);
-        let later = ids.next(1_764_000_000_001);
+        let (mut first, mut later) = (String::new(), "left over".to_string());
+        ids.write_next(1_764_000_000_000, &mut first);
+        ids.write_next(1_764_000_000_001, &mut later);
         for id in [&first, &later] {
             let parsed = uuid::Uuid::parse_str(id).expect("a UUID");
             assert_eq!(parsed.get_version_num(), 7);
-            assert_eq!(id.as_str(), parsed.hyphenated().to_string());
+            assert_eq!(*id, parsed.hyphenated().to_string());
         }
         let millis = |id: &str| {
             let (seconds, nanos) = uuid::Uuid::parse_str(id)
@@ -546,6 +603,100 @@ mod tests {
         assert_eq!(after, ours, "only the writer's own thread changes");
     }
 
+    fn attempt(parent: bool, texts: [&str; 8], is_final: bool) -> AttemptLog {
+        let fields = [
+            TextField::Model,
+            TextField::SourceIp,
+            TextField::RequestPath,
+            TextField::ErrorMessage,
+            TextField::UserAgent,
+            TextField::UpstreamAddr,
+            TextField::RequestBody,
+            TextField::RequestId,
+        ];
+        let mut text = AttemptText::with_capacity(64);
+        for (field, value) in fields.into_iter().zip(texts) {
+            text.push(field, &[value], usize::MAX);
+        }
+        AttemptLog {
+            timestamp: chrono::DateTime::from_timestamp_millis(1_764_000_000_123).expect("time"),
+            group_id: 3,
+            group_name: "child".into(),
+            parent_group_id: if parent { 9 } else { 0 },
+            parent_group_name: parent.then(|| "parent".into()),
+            key: None,
+            is_success: !parent,
+            status_code: if parent { 502 } else { 200 },
+            duration_ms: 42,
+            is_final,
+            is_stream: parent,
+            text,
+        }
+    }
+
+    /// A row filled again for a new record holds that record and nothing of the one before:
+    /// equal to a row filled from fresh, every text column overwritten.
+    #[test]
+    fn a_recycled_row_holds_only_the_new_record() {
+        let full = attempt(
+            true,
+            [
+                "m1",
+                "10.0.0.1",
+                "/v1/x?a=1",
+                "bad gateway",
+                "curl",
+                "http://u/v1/x",
+                "{}",
+                "req-1",
+            ],
+            false,
+        );
+        let sparse = attempt(false, ["", "", "/p", "", "", "", "", ""], true);
+        let key = LoggedKey {
+            value: "enc".into(),
+            hash: "hash".into(),
+        };
+
+        let mut recycled = LogRow {
+            id: "first".into(),
+            ..LogRow::default()
+        };
+        fill_log_row(&mut recycled, Some(&key), &full);
+        assert_eq!(
+            (
+                recycled.parent_group_name.as_str(),
+                recycled.key_hash.as_str()
+            ),
+            ("parent", "hash")
+        );
+        assert_eq!(recycled.request_type, "retry");
+        assert_eq!(recycled.error_message, "bad gateway");
+        fill_log_row(&mut recycled, None, &sparse);
+
+        let mut fresh = LogRow {
+            id: "first".into(),
+            ..LogRow::default()
+        };
+        fill_log_row(&mut fresh, None, &sparse);
+        assert_eq!(recycled, fresh);
+        assert_eq!(recycled.request_path, "/p");
+        assert_eq!(recycled.request_type, "final");
+        assert_eq!(recycled.group_name, "child");
+        assert_eq!(
+            (
+                recycled.parent_group_id,
+                recycled.parent_group_name.as_str()
+            ),
+            (0, "")
+        );
+        assert_eq!(
+            (recycled.key_value.as_str(), recycled.key_hash.as_str()),
+            ("", "")
+        );
+        assert_eq!(recycled.timestamp.timestamp_millis(), 1_764_000_000_123);
+    }
+
     /// The cached columns are the key's own: encrypted so that they decrypt to it, hashed as a
     /// lookup hashes it, reused for the next row, and recomputed when another key has the id.
     #[test]
@@ -553,7 +704,7 @@ mod tests {
         let cipher = KeyCipher::new("a-test-encryption-key-of-32-chars!");
         let mut logged = LoggedKeys::default();
         let first = KeySlot::new(7, "sk-first-aaaa", KeyStatus::Active, 0);
-        let a = logged.get(&first, &cipher);
+        let a = logged.get(&first, &cipher).clone();
         assert_eq!(cipher.decrypt(&a.value).expect("decrypts"), "sk-first-aaaa");
         assert_eq!(a.hash, cipher.hash("sk-first-aaaa"));
         let again = logged.get(&first, &cipher);

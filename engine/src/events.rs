@@ -19,19 +19,85 @@ pub struct AttemptLog {
     /// The key the attempt used (its hash and value go into the row; the writer stores the
     /// value the way `api_keys` does). Shared, not copied.
     pub key: Option<crate::keys::KeySlot>,
-    pub model: String,
     pub is_success: bool,
-    pub source_ip: String,
     pub status_code: u16,
-    pub request_path: String,
     pub duration_ms: u64,
-    pub error_message: String,
-    pub user_agent: String,
     pub is_final: bool,
-    pub upstream_addr: String,
     pub is_stream: bool,
-    pub request_body: String,
-    pub request_id: String,
+    /// The text columns: model, source IP, request path, error message, user agent, upstream
+    /// address, request body and request id.
+    pub text: AttemptText,
+}
+
+/// The text columns of an attempt's row, in [`TextField`] order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TextField {
+    Model,
+    SourceIp,
+    RequestPath,
+    ErrorMessage,
+    UserAgent,
+    UpstreamAddr,
+    RequestBody,
+    RequestId,
+}
+
+const TEXT_FIELDS: usize = TextField::RequestId as usize + 1;
+
+/// An attempt's text columns end to end in one allocation. A record is made on a shard and
+/// freed on the log writer's thread: as eight strings it was eight allocations on the request
+/// path and eight frees across threads (each handed back to the shard's allocator to collect).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AttemptText {
+    text: String,
+    /// Where each pushed field ends in `text`.
+    ends: [u32; TEXT_FIELDS],
+    pushed: usize,
+}
+
+impl AttemptText {
+    pub fn with_capacity(bytes: usize) -> AttemptText {
+        AttemptText {
+            text: String::with_capacity(bytes),
+            ..AttemptText::default()
+        }
+    }
+
+    /// Appends `field` as the concatenation of `parts`, cut to at most `limit` bytes on a
+    /// character boundary. Fields are pushed in [`TextField`] order; a field pushed out of
+    /// order is ignored (and fails debug builds).
+    pub fn push(&mut self, field: TextField, parts: &[&str], limit: usize) {
+        debug_assert_eq!(field as usize, self.pushed, "text fields out of order");
+        if field as usize != self.pushed {
+            return;
+        }
+        let start = self.text.len();
+        for part in parts {
+            self.text.push_str(part);
+        }
+        if self.text.len() - start > limit {
+            let mut end = start + limit;
+            while !self.text.is_char_boundary(end) {
+                end -= 1;
+            }
+            self.text.truncate(end);
+        }
+        // Fields are bounded far below 4 GiB (the longest is a 65,000-byte body).
+        self.ends[self.pushed] = u32::try_from(self.text.len()).unwrap_or(u32::MAX);
+        self.pushed += 1;
+    }
+
+    /// The text of `field` (empty if it was never pushed).
+    pub fn get(&self, field: TextField) -> &str {
+        let i = field as usize;
+        if i >= self.pushed {
+            return "";
+        }
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        self.text
+            .get(start..self.ends[i] as usize)
+            .unwrap_or_default()
+    }
 }
 
 /// A key's health changed on the request path.
@@ -88,5 +154,27 @@ impl EventSink {
     /// Events dropped since start because the control plane fell behind.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{AttemptText, TextField};
+
+    #[test]
+    fn text_fields_come_back_as_pushed_and_cut_on_character_boundaries() {
+        let mut text = AttemptText::with_capacity(64);
+        text.push(TextField::Model, &["gpt-4o"], 255);
+        text.push(TextField::SourceIp, &[], 64);
+        text.push(TextField::RequestPath, &["/v1/chat", "?", "a=1"], 500);
+        text.push(TextField::ErrorMessage, &["héllo"], 2);
+        assert_eq!(text.get(TextField::Model), "gpt-4o");
+        assert_eq!(text.get(TextField::SourceIp), "");
+        assert_eq!(text.get(TextField::RequestPath), "/v1/chat?a=1");
+        assert_eq!(text.get(TextField::ErrorMessage), "h");
+        assert_eq!(text.get(TextField::RequestId), "", "never pushed");
+        text.push(TextField::UserAgent, &["ua"], 10);
+        assert_eq!(text.get(TextField::UserAgent), "ua");
+        assert_eq!(text.get(TextField::RequestPath), "/v1/chat?a=1");
     }
 }

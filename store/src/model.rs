@@ -96,7 +96,7 @@ pub struct KeyQuery {
 }
 
 /// One `request_logs` row: one attempt of one proxied request.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct LogRow {
     /// A UUID (v7 from the log writer); a row whose id is already stored is skipped, so a
     /// replayed batch counts once.

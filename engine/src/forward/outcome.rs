@@ -52,21 +52,56 @@ pub(super) fn log_attempt(
 ) {
     let group = &request.group;
     let body_logging = group.settings.enable_request_body_logging;
-    let request_path = logged_target(&request.head.target);
-    let upstream_addr = used
-        .map(|(_, u)| {
-            let base = u.url.trim_end_matches('/');
-            let mut addr =
-                String::with_capacity(base.len() + request.path.len() + 1 + request.query.len());
-            addr.push_str(base);
-            addr.push_str(&request.path);
-            if !request.query.is_empty() {
-                addr.push('?');
-                addr.push_str(&request.query);
-            }
-            truncate_in_place(addr, LOGGED_PATH_LIMIT)
-        })
-        .unwrap_or_default();
+    let (path, query) = logged_target_parts(&request.head.target);
+    let user_agent = match body_logging.then(|| request.head.header("user-agent")) {
+        Some(Some(value)) => String::from_utf8_lossy(value),
+        _ => Cow::Borrowed(""),
+    };
+    let body = if body_logging {
+        String::from_utf8_lossy(&request.body)
+    } else {
+        Cow::Borrowed("")
+    };
+    let base = used.map_or("", |(_, u)| u.url.trim_end_matches('/'));
+    let (upstream_path, upstream_sep, upstream_query) = match used {
+        Some(_) if !request.query.is_empty() => {
+            (request.path.as_str(), "?", request.query.as_str())
+        }
+        Some(_) => (request.path.as_str(), "", ""),
+        None => ("", "", ""),
+    };
+
+    let mut text = AttemptText::with_capacity(
+        request.model.len()
+            + request.source_ip.len()
+            + request.head.target.len()
+            + error.len().min(ERROR_MESSAGE_LIMIT)
+            + user_agent.len()
+            + base.len()
+            + request.path.len()
+            + request.query.len()
+            + 1
+            + body.len().min(LOGGED_BODY_LIMIT)
+            + request.request_id.len(),
+    );
+    text.push(TextField::Model, &[&request.model], usize::MAX);
+    text.push(TextField::SourceIp, &[&request.source_ip], usize::MAX);
+    let sep = if query.is_empty() { "" } else { "?" };
+    text.push(
+        TextField::RequestPath,
+        &[path, sep, &query],
+        LOGGED_PATH_LIMIT,
+    );
+    text.push(TextField::ErrorMessage, &[error], ERROR_MESSAGE_LIMIT);
+    text.push(TextField::UserAgent, &[&user_agent], usize::MAX);
+    text.push(
+        TextField::UpstreamAddr,
+        &[base, upstream_path, upstream_sep, upstream_query],
+        LOGGED_PATH_LIMIT,
+    );
+    text.push(TextField::RequestBody, &[&body], LOGGED_BODY_LIMIT);
+    text.push(TextField::RequestId, &[&request.request_id], usize::MAX);
+
     let log = AttemptLog {
         timestamp: chrono::Utc::now(),
         group_id: group.id,
@@ -74,48 +109,21 @@ pub(super) fn log_attempt(
         parent_group_id: request.parent.as_ref().map_or(0, |p| p.id),
         parent_group_name: request.parent.as_ref().map(|p| p.name.clone()),
         key: used.map(|(k, _)| k.clone()),
-        model: request.model.clone(),
         is_success: error.is_empty() && status < 400,
-        source_ip: request.source_ip.clone(),
         status_code: status,
-        request_path,
         duration_ms: request.started.elapsed().as_millis() as u64,
-        error_message: truncate(error, ERROR_MESSAGE_LIMIT),
-        user_agent: if body_logging {
-            header_text(request.head, "user-agent")
-        } else {
-            String::new()
-        },
         is_final,
-        upstream_addr,
         is_stream: request.is_stream,
-        request_body: if body_logging {
-            truncate(&String::from_utf8_lossy(&request.body), LOGGED_BODY_LIMIT)
-        } else {
-            String::new()
-        },
-        request_id: request.request_id.clone(),
+        text,
     };
     shard.events.emit(Event::Attempt(Box::new(log)));
 }
 
-/// The client's target with the proxy key removed, as v1 logs it.
-pub(super) fn logged_target(target: &str) -> String {
+/// The client's target with the proxy key removed, as v1 logs it: the path and the query
+/// without the key (to be joined with `?` when not empty).
+fn logged_target_parts(target: &str) -> (&str, Cow<'_, str>) {
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    let query = strip_key_param(query);
-    let mut full = String::with_capacity(path.len() + 1 + query.len());
-    full.push_str(path);
-    if !query.is_empty() {
-        full.push('?');
-        full.push_str(&query);
-    }
-    truncate_in_place(full, LOGGED_PATH_LIMIT)
-}
-
-pub(super) fn header_text(head: &RequestHead, name: &str) -> String {
-    head.header(name)
-        .map(|v| String::from_utf8_lossy(v).into_owned())
-        .unwrap_or_default()
+    (path, strip_key_param(query))
 }
 
 /// The upstream's error message, in v1's order: `error.message`, `error_msg`, `error` (string),
@@ -162,18 +170,7 @@ pub fn mask_key(key: &str) -> String {
     format!("{head}****{tail}")
 }
 
-/// `text` cut to at most `limit` bytes on a character boundary, without copying.
-pub(super) fn truncate_in_place(mut text: String, limit: usize) -> String {
-    if text.len() > limit {
-        let mut end = limit;
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        text.truncate(end);
-    }
-    text
-}
-
+/// `text` cut to at most `limit` bytes on a character boundary.
 pub(super) fn truncate(text: &str, limit: usize) -> String {
     if text.len() <= limit {
         return text.to_string();
@@ -191,10 +188,9 @@ mod tests {
 
     #[test]
     fn truncation_keeps_whole_characters() {
-        assert_eq!(truncate_in_place("héllo".into(), 2), "h");
-        assert_eq!(truncate_in_place("héllo".into(), 3), "hé");
-        assert_eq!(truncate_in_place("abc".into(), 10), "abc");
         assert_eq!(truncate("héllo", 2), "h");
+        assert_eq!(truncate("héllo", 3), "hé");
+        assert_eq!(truncate("abc", 10), "abc");
     }
 
     #[test]
