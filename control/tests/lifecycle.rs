@@ -637,3 +637,84 @@ async fn s7_logs_never_show_a_secret_even_at_debug_level() {
     );
     server.assert_logs_free_of(&[AUTH_KEY, PROXY_KEY, leaky, healthy]);
 }
+
+/// A keep-alive client connection idle at SIGTERM is closed when the drain starts, not held
+/// open until the last request in flight has finished.
+#[tokio::test(flavor = "multi_thread")]
+async fn s5_1_idle_client_connections_close_when_the_drain_starts() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let mock = MockUpstream::start().await;
+    let mut server = Server::start().await;
+    let id = server
+        .create_group("slow", "openai", &mock.url(), json!({}))
+        .await;
+    server.add_keys(id, &["sk-slow-upstream"]).await;
+
+    // One whole exchange on a raw connection, which then stays open and idle.
+    let mut idle = tokio::net::TcpStream::connect(("127.0.0.1", server.port))
+        .await
+        .expect("connect");
+    idle.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .expect("write");
+    let mut received = Vec::new();
+    let answered = async {
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = idle.read(&mut buf).await.expect("read");
+            assert!(n > 0, "closed before answering");
+            received.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&received);
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().to_string())
+                    })
+                    .and_then(|v| v.parse().ok())
+                    .expect("a Content-Length");
+                if body.len() >= length {
+                    return;
+                }
+            }
+        }
+    };
+    tokio::time::timeout(WAIT, answered)
+        .await
+        .expect("the first exchange");
+
+    // A slow request keeps the drain going.
+    let slow = server
+        .client
+        .post(server.url(&chat_path("slow")))
+        .bearer_auth(PROXY_KEY)
+        .header("x-mock-delay-ms", "3000")
+        .json(&chat())
+        .send();
+    let in_flight = tokio::spawn(async move { slow.await.map(|r| r.status().as_u16()) });
+    tokio::time::timeout(WAIT, mock.wait_requests(1))
+        .await
+        .expect("the slow request reached the upstream");
+
+    server.terminate();
+    let mut rest = Vec::new();
+    let closed = idle.read_to_end(&mut rest);
+    tokio::pin!(closed);
+    tokio::pin!(in_flight);
+    tokio::select! {
+        read = &mut closed => {
+            assert_eq!(read.expect("a clean close"), 0, "no bytes after the exchange");
+        }
+        _ = &mut in_flight => panic!("the idle connection stayed open until the drain ended"),
+    }
+    let status = tokio::time::timeout(WAIT, in_flight)
+        .await
+        .expect("the request in flight finishes")
+        .expect("join")
+        .expect("answered");
+    assert_eq!(status, 200);
+    assert!(server.wait_exit().await.success(), "{}", server.logs());
+}

@@ -2,11 +2,12 @@
 //! request to the proxy or the relay, repeat while the connection is kept alive.
 
 use std::io;
+use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use monoio::buf::IoBufMut;
-use monoio::io::CancelableAsyncReadRent;
+use monoio::io::AsyncReadRent;
 use monoio::net::TcpStream;
 
 use crate::http::{BodyFraming, ChunkedDecoder, HeadError, RequestHead, parse_request_head};
@@ -360,10 +361,8 @@ async fn read_some(
         buf.reserve(CLIENT_READ_CHUNK);
     }
     let (len, cap) = (buf.len(), buf.capacity());
-    let cancel = shard.read_cancel_handle();
-    let read = client
-        .stream
-        .cancelable_read(buf.slice_mut(len..cap), cancel);
+    let _reading = shard.reading(client.stream.as_raw_fd());
+    let read = client.stream.read(buf.slice_mut(len..cap));
     let (result, slice) = match crate::time::timeout(wait, read).await {
         Ok(done) => done,
         Err(_) => return Err(ReadTimeout::Elapsed),
@@ -383,7 +382,6 @@ const CLIENT_WATCH_AFTER: Duration = Duration::from_millis(250);
 /// [`CLIENT_WATCH_AFTER`] on); never resolves if it sends more bytes instead (a pipelined
 /// request stays in the socket for later).
 pub async fn client_gone(stream: &TcpStream) {
-    use std::os::fd::AsRawFd;
     crate::time::sleep(CLIENT_WATCH_AFTER).await;
     loop {
         if stream.readable(false).await.is_err() {

@@ -7,6 +7,7 @@ pub mod respond;
 
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
+use std::os::fd::RawFd;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -20,7 +21,7 @@ use monoio_rustls::TlsConnector;
 
 use crate::EngineConfig;
 use crate::events::EventSink;
-use crate::snapshot::Snapshot;
+use crate::snapshot::{LookupSet, Snapshot};
 use crate::upstream::{Conn, Pool};
 
 /// How often a shard looks for a new snapshot and for shutdown. Bounds how stale a shard's
@@ -58,8 +59,12 @@ pub struct Shard {
     pub events: EventSink,
     /// Requests being handled on this shard (drained before the shard exits).
     pub active: Cell<usize>,
-    /// Cancels client reads waiting for a next request when the shard drains.
-    read_canceller: RefCell<Canceller>,
+    /// Client sockets with a read in flight (a next request, or a body), so that a drain can
+    /// end those reads: their read side is shut down, and each read ends as if the client had
+    /// closed. Cancelling them through monoio instead (`cancelable_read`) put every read into a
+    /// SipHash set of its own, ~500 instructions a request; this set hashes a descriptor with
+    /// foldhash.
+    reading: RefCell<LookupSet<RawFd>>,
     /// Cancels the pending accept when the shard drains.
     accept_canceller: RefCell<Canceller>,
 }
@@ -70,8 +75,32 @@ impl Shard {
         self.snapshot.borrow().clone()
     }
 
-    pub fn read_cancel_handle(&self) -> CancelHandle {
-        self.read_canceller.borrow().handle()
+    /// Marks `fd` as reading until the guard is dropped (see [`Shard::end_reads`]).
+    pub fn reading(&self, fd: RawFd) -> Reading<'_> {
+        self.reading.borrow_mut().insert(fd);
+        Reading { shard: self, fd }
+    }
+
+    /// Ends every client read in flight: its socket's read side is shut down, so the read
+    /// returns end of stream and the connection closes once it sees it.
+    fn end_reads(&self) {
+        for &fd in self.reading.borrow().iter() {
+            // SAFETY: `fd` belongs to a client socket whose read is in flight: the socket is
+            // open until that read's guard has removed it from the set.
+            unsafe { libc::shutdown(fd, libc::SHUT_RD) };
+        }
+    }
+}
+
+/// A client read in flight, listed while it lasts.
+pub struct Reading<'a> {
+    shard: &'a Shard,
+    fd: RawFd,
+}
+
+impl Drop for Reading<'_> {
+    fn drop(&mut self) {
+        self.shard.reading.borrow_mut().remove(&self.fd);
     }
 }
 
@@ -268,7 +297,7 @@ async fn shard_main(ctx: ShardStart, driver: &'static str) {
         tls: ctx.tls,
         events: ctx.events,
         active: Cell::new(0),
-        read_canceller: RefCell::new(Canceller::new()),
+        reading: RefCell::new(LookupSet::default()),
         accept_canceller: RefCell::new(Canceller::new()),
     });
     shard.shared.listening.fetch_add(1, Ordering::SeqCst);
@@ -325,7 +354,7 @@ async fn housekeeping(
         }
         if shard.shared.is_draining() {
             std::mem::take(&mut *shard.accept_canceller.borrow_mut()).cancel();
-            std::mem::take(&mut *shard.read_canceller.borrow_mut()).cancel();
+            shard.end_reads();
             return;
         }
     }
