@@ -245,22 +245,36 @@ async fn s2_14_every_attempt_is_logged_and_counted_at_shutdown() {
 
 // ---- graceful shutdown ----------------------------------------------------------------------
 
-#[tokio::test(flavor = "multi_thread")]
-async fn s5_1_graceful_shutdown_finishes_requests_in_flight() {
+/// A server with group `slow` on a fresh mock, for the drain tests.
+async fn slow_group() -> (MockUpstream, Server) {
     let mock = MockUpstream::start().await;
-    let mut server = Server::start().await;
+    let server = Server::start().await;
     let id = server
         .create_group("slow", "openai", &mock.url(), json!({}))
         .await;
     server.add_keys(id, &["sk-slow-upstream"]).await;
+    (mock, server)
+}
 
-    let request = server
+/// A chat completion to group `slow` that the mock answers after `delay_ms`.
+fn slow_request(
+    server: &Server,
+    delay_ms: u64,
+) -> impl std::future::Future<Output = reqwest::Result<reqwest::Response>> + use<> {
+    server
         .client
         .post(server.url(&chat_path("slow")))
         .bearer_auth(PROXY_KEY)
-        .header("x-mock-delay-ms", "1500")
+        .header("x-mock-delay-ms", delay_ms.to_string())
         .json(&chat())
-        .send();
+        .send()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn s5_1_graceful_shutdown_finishes_requests_in_flight() {
+    let (mock, mut server) = slow_group().await;
+
+    let request = slow_request(&server, 1500);
     let in_flight = tokio::spawn(async move {
         let resp = request.await.expect("the request in flight is answered");
         let status = resp.status().as_u16();
@@ -644,12 +658,7 @@ async fn s7_logs_never_show_a_secret_even_at_debug_level() {
 async fn s5_1_idle_client_connections_close_when_the_drain_starts() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    let mock = MockUpstream::start().await;
-    let mut server = Server::start().await;
-    let id = server
-        .create_group("slow", "openai", &mock.url(), json!({}))
-        .await;
-    server.add_keys(id, &["sk-slow-upstream"]).await;
+    let (mock, mut server) = slow_group().await;
 
     // One whole exchange on a raw connection, which then stays open and idle.
     let mut idle = tokio::net::TcpStream::connect(("127.0.0.1", server.port))
@@ -687,13 +696,7 @@ async fn s5_1_idle_client_connections_close_when_the_drain_starts() {
         .expect("the first exchange");
 
     // A slow request keeps the drain going.
-    let slow = server
-        .client
-        .post(server.url(&chat_path("slow")))
-        .bearer_auth(PROXY_KEY)
-        .header("x-mock-delay-ms", "3000")
-        .json(&chat())
-        .send();
+    let slow = slow_request(&server, 3000);
     let in_flight = tokio::spawn(async move { slow.await.map(|r| r.status().as_u16()) });
     tokio::time::timeout(WAIT, mock.wait_requests(1))
         .await
