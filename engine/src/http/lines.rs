@@ -157,13 +157,13 @@ fn check_field_line(line: &[u8]) -> Result<(), HeadError> {
             "invalid character in header field name",
         ));
     }
-    if value.contains(&0) {
-        return Err(HeadError::BadRequest("NUL in header field value"));
-    }
+    // One pass over the value; which message, only once something is wrong.
     if value.iter().any(|&b| is_ctl(b) && b != b'\t') {
-        return Err(HeadError::BadRequest(
-            "control character in header field value",
-        ));
+        return Err(HeadError::BadRequest(if value.contains(&0) {
+            "NUL in header field value"
+        } else {
+            "control character in header field value"
+        }));
     }
     Ok(())
 }

@@ -161,14 +161,16 @@ fn check_target_bytes(raw: &[u8]) -> Result<&str, HeadError> {
     if raw.is_empty() {
         return Err(HeadError::BadRequest("empty request target"));
     }
-    if raw.contains(&0) {
-        return Err(HeadError::BadRequest("NUL in request target"));
-    }
-    if raw.iter().any(|&b| is_ctl(b)) {
-        return Err(HeadError::BadRequest("control character in request target"));
-    }
-    if raw.contains(&b'#') {
-        return Err(HeadError::BadRequest("fragment in request target"));
+    // One pass over the target; which message (NUL before other controls before a
+    // fragment), only once something is wrong.
+    if raw.iter().any(|&b| is_ctl(b) || b == b'#') {
+        return Err(HeadError::BadRequest(if raw.contains(&0) {
+            "NUL in request target"
+        } else if raw.iter().any(|&b| is_ctl(b)) {
+            "control character in request target"
+        } else {
+            "fragment in request target"
+        }));
     }
     std::str::from_utf8(raw).map_err(|_| HeadError::BadRequest("request target is not UTF-8"))
 }
