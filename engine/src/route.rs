@@ -32,9 +32,38 @@ pub fn proxy_target(target: &str) -> Option<ProxyTarget<'_>> {
     Some(ProxyTarget { group, path, query })
 }
 
+/// Whether `target` is a proxy route: `proxy_target(target).is_some()` without splitting it.
+pub fn is_proxy_target(target: &str) -> bool {
+    target
+        .strip_prefix("/proxy/")
+        .is_some_and(|rest| !matches!(rest.as_bytes().first(), None | Some(b'?' | b'/')))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn is_proxy_target_agrees_with_proxy_target() {
+        for target in [
+            "/proxy/g",
+            "/proxy/g/v1/chat",
+            "/proxy/g?x=1",
+            "/proxy/",
+            "/proxy//v1",
+            "/proxy/?g",
+            "/proxy",
+            "/api/groups",
+            "/proxyg/v1",
+            "/proxy/grüppe/v1",
+        ] {
+            assert_eq!(
+                is_proxy_target(target),
+                proxy_target(target).is_some(),
+                "{target}"
+            );
+        }
+    }
 
     #[test]
     fn splits_group_path_and_query() {

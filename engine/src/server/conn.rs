@@ -11,7 +11,7 @@ use monoio::io::AsyncReadRent;
 use monoio::net::TcpStream;
 
 use crate::http::{BodyFraming, ChunkedDecoder, HeadError, RequestHead, parse_request_head};
-use crate::route::proxy_target;
+use crate::route::{is_proxy_target, proxy_target};
 
 use super::Shard;
 use super::respond::Client;
@@ -202,12 +202,15 @@ fn streamed_relay(client: &Client, head: &RequestHead) -> Option<u64> {
     let BodyFraming::Length(len) = head.framing else {
         return None;
     };
+    if len <= STREAM_RELAY_THRESHOLD {
+        return None;
+    }
     let preflight = client.cors.is_some() && head.method.as_ref() == "OPTIONS";
     let relayed = match proxy_target(&head.target) {
         None => true,
         Some(t) => t.path == "/api/integration/info",
     };
-    (len > STREAM_RELAY_THRESHOLD && relayed && !preflight).then_some(len)
+    (relayed && !preflight).then_some(len)
 }
 
 /// Why piping a body stopped early.
@@ -276,9 +279,10 @@ async fn read_body(
     client: &mut Client,
     head: &RequestHead,
 ) -> Result<Vec<u8>, ReadError> {
-    let max = match proxy_target(&head.target) {
-        Some(_) => shard.config.max_body,
-        None => shard.config.max_admin_body,
+    let max = if is_proxy_target(&head.target) {
+        shard.config.max_body
+    } else {
+        shard.config.max_admin_body
     };
     let deadline = Instant::now() + shard.config.read_timeout;
     match head.framing {
