@@ -49,11 +49,11 @@ pub(super) fn trim_ows(value: &[u8]) -> &[u8] {
 }
 
 /// Values of every header named `name` (ASCII case-insensitive), in order of arrival.
-pub(super) fn values<'a>(headers: &'a Headers, name: &str) -> impl Iterator<Item = &'a [u8]> {
-    headers
-        .iter()
-        .filter(move |h| h.name.eq_ignore_ascii_case(name))
-        .map(|h| h.value)
+pub(super) fn values<'a, 'n>(
+    headers: &'a Headers,
+    name: &'n str,
+) -> impl Iterator<Item = &'a [u8]> + use<'a, 'n> {
+    headers.values_of(name)
 }
 
 /// Whether any Connection header lists `token` (ASCII case-insensitive).
