@@ -170,8 +170,37 @@ fn check_field_line(line: &[u8]) -> Result<(), HeadError> {
 
 /// `tchar` of RFC 9110 §5.6.2: the characters allowed in tokens such as field names and methods.
 pub(super) fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+    TCHAR[b as usize]
 }
+
+/// [`is_tchar`] as a table: every byte of every field name goes through it.
+const TCHAR: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                b'!' | b'#'
+                    | b'$'
+                    | b'%'
+                    | b'&'
+                    | b'\''
+                    | b'*'
+                    | b'+'
+                    | b'-'
+                    | b'.'
+                    | b'^'
+                    | b'_'
+                    | b'`'
+                    | b'|'
+                    | b'~'
+            );
+        b += 1;
+    }
+    table
+};
 
 /// ASCII control characters, DEL included.
 pub(super) fn is_ctl(b: u8) -> bool {
@@ -181,6 +210,19 @@ pub(super) fn is_ctl(b: u8) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The table holds exactly RFC 9110's tchar set.
+    #[test]
+    fn tchar_table_is_the_rfc_set() {
+        let set: Vec<u8> = (0..=255u8).filter(|&b| is_tchar(b)).collect();
+        let mut want: Vec<u8> = (b'0'..=b'9')
+            .chain(b'A'..=b'Z')
+            .chain(b'a'..=b'z')
+            .collect();
+        want.extend_from_slice(b"!#$%&'*+-.^_`|~");
+        want.sort_unstable();
+        assert_eq!(set, want);
+    }
 
     fn scan(buf: &[u8]) -> Result<Option<HeadLines>, HeadError> {
         scan_request_head(buf, &Limits::default())

@@ -276,8 +276,15 @@ mod tests {
         assert_eq!(first_header(&headers, "missing"), None);
         let hosts: Vec<&[u8]> = headers.values_of("HOST").collect();
         assert_eq!(hosts, [&b"a"[..], &b"b"[..]]);
-        assert_eq!(headers.values_of("x-OBS").collect::<Vec<_>>(), [&b"\xff\xfe"[..]]);
-        assert_eq!(headers.values_of("hos").count(), 0, "a prefix is not the name");
+        assert_eq!(
+            headers.values_of("x-OBS").collect::<Vec<_>>(),
+            [&b"\xff\xfe"[..]]
+        );
+        assert_eq!(
+            headers.values_of("hos").count(),
+            0,
+            "a prefix is not the name"
+        );
         assert!(Headers::default().is_empty());
         assert_eq!(Headers::default().iter().next(), None);
     }
