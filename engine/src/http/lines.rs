@@ -158,7 +158,7 @@ fn check_field_line(line: &[u8]) -> Result<(), HeadError> {
         ));
     }
     // One pass over the value; which message, only once something is wrong.
-    if value.iter().any(|&b| is_ctl(b) && b != b'\t') {
+    if any_byte(value, |b| is_ctl(b) && b != b'\t') {
         return Err(HeadError::BadRequest(if value.contains(&0) {
             "NUL in header field value"
         } else {
@@ -203,6 +203,13 @@ const TCHAR: [bool; 256] = {
 };
 
 /// ASCII control characters, DEL included.
+/// Whether any byte of `bytes` satisfies `test`. Every byte is tested, without stopping at
+/// the first: the loop then compiles to vector instructions, and a head is checked in a
+/// fraction of the time a byte-by-byte search takes (a bad byte is rare).
+pub(super) fn any_byte(bytes: &[u8], test: impl Fn(u8) -> bool) -> bool {
+    bytes.iter().fold(false, |found, &b| found | test(b))
+}
+
 pub(super) fn is_ctl(b: u8) -> bool {
     b < 0x20 || b == 0x7f
 }

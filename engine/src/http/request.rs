@@ -2,7 +2,7 @@
 //! decisions that follow from them, all checked per RFC 9112 so that we and the upstream can
 //! never disagree on where a request ends.
 
-use super::lines::{HeadLines, is_ctl, is_tchar, scan_request_head};
+use super::lines::{HeadLines, any_byte, is_ctl, is_tchar, scan_request_head};
 use super::{HeadError, Headers, Limits, fields, first_header};
 
 /// How a request's body is delimited.
@@ -163,7 +163,7 @@ fn check_target_bytes(raw: &[u8]) -> Result<&str, HeadError> {
     }
     // One pass over the target; which message (NUL before other controls before a
     // fragment), only once something is wrong.
-    if raw.iter().any(|&b| is_ctl(b) || b == b'#') {
+    if any_byte(raw, |b| is_ctl(b) || b == b'#') {
         return Err(HeadError::BadRequest(if raw.contains(&0) {
             "NUL in request target"
         } else if raw.iter().any(|&b| is_ctl(b)) {
