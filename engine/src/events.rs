@@ -76,10 +76,7 @@ impl AttemptText {
             self.text.push_str(part);
         }
         if self.text.len() - start > limit {
-            let mut end = start + limit;
-            while !self.text.is_char_boundary(end) {
-                end -= 1;
-            }
+            let end = self.text.floor_char_boundary(start + limit);
             self.text.truncate(end);
         }
         // Fields are bounded far below 4 GiB (the longest is a 65,000-byte body).

@@ -172,14 +172,7 @@ pub fn mask_key(key: &str) -> String {
 
 /// `text` cut to at most `limit` bytes on a character boundary.
 pub(super) fn truncate(text: &str, limit: usize) -> String {
-    if text.len() <= limit {
-        return text.to_string();
-    }
-    let mut end = limit;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    text[..end].to_string()
+    text[..text.floor_char_boundary(limit)].to_string()
 }
 
 #[cfg(test)]
