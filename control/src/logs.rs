@@ -547,7 +547,7 @@ fn lower_priority() {
 mod tests {
     use engine::keys::{KeySlot, KeyStatus};
 
-    use engine::events::{AttemptLog, AttemptText, TextField};
+    use engine::events::{AttemptLog, AttemptText};
     use store::LogRow;
 
     use super::{KeyCipher, LogIds, LoggedKey, LoggedKeys, fill_log_row};
@@ -604,20 +604,8 @@ mod tests {
     }
 
     fn attempt(parent: bool, texts: [&str; 8], is_final: bool) -> AttemptLog {
-        let fields = [
-            TextField::Model,
-            TextField::SourceIp,
-            TextField::RequestPath,
-            TextField::ErrorMessage,
-            TextField::UserAgent,
-            TextField::UpstreamAddr,
-            TextField::RequestBody,
-            TextField::RequestId,
-        ];
-        let mut text = AttemptText::with_capacity(64);
-        for (field, value) in fields.into_iter().zip(texts) {
-            text.push(field, &[value], usize::MAX);
-        }
+        let parts = texts.map(|text| [text]);
+        let text = AttemptText::new(std::array::from_fn(|i| (&parts[i][..], usize::MAX)));
         AttemptLog {
             timestamp: chrono::DateTime::from_timestamp_millis(1_764_000_000_123).expect("time"),
             group_id: 3,

@@ -50,46 +50,40 @@ const TEXT_FIELDS: usize = TextField::RequestId as usize + 1;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AttemptText {
     text: String,
-    /// Where each pushed field ends in `text`.
+    /// Where each field ends in `text`.
     ends: [u32; TEXT_FIELDS],
-    pushed: usize,
 }
 
+/// One field's text for [`AttemptText::new`]: the concatenation of the parts, cut to at most
+/// the limit (bytes, on a character boundary).
+pub type FieldText<'a> = (&'a [&'a str], usize);
+
 impl AttemptText {
-    pub fn with_capacity(bytes: usize) -> AttemptText {
-        AttemptText {
-            text: String::with_capacity(bytes),
-            ..AttemptText::default()
+    /// The eight fields, in [`TextField`] order, in one allocation of the size they take.
+    pub fn new(fields: [FieldText<'_>; TEXT_FIELDS]) -> AttemptText {
+        let length = |&(parts, limit): &FieldText<'_>| {
+            parts.iter().map(|p| p.len()).sum::<usize>().min(limit)
+        };
+        let mut text = String::with_capacity(fields.iter().map(length).sum());
+        let mut ends = [0u32; TEXT_FIELDS];
+        for ((parts, limit), end) in fields.into_iter().zip(&mut ends) {
+            let start = text.len();
+            for part in parts {
+                text.push_str(part);
+            }
+            if text.len() - start > limit {
+                let cut = text.floor_char_boundary(start + limit);
+                text.truncate(cut);
+            }
+            // Fields are bounded far below 4 GiB (the longest is a 65,000-byte body).
+            *end = u32::try_from(text.len()).unwrap_or(u32::MAX);
         }
+        AttemptText { text, ends }
     }
 
-    /// Appends `field` as the concatenation of `parts`, cut to at most `limit` bytes on a
-    /// character boundary. Fields are pushed in [`TextField`] order; a field pushed out of
-    /// order is ignored (and fails debug builds).
-    pub fn push(&mut self, field: TextField, parts: &[&str], limit: usize) {
-        debug_assert_eq!(field as usize, self.pushed, "text fields out of order");
-        if field as usize != self.pushed {
-            return;
-        }
-        let start = self.text.len();
-        for part in parts {
-            self.text.push_str(part);
-        }
-        if self.text.len() - start > limit {
-            let end = self.text.floor_char_boundary(start + limit);
-            self.text.truncate(end);
-        }
-        // Fields are bounded far below 4 GiB (the longest is a 65,000-byte body).
-        self.ends[self.pushed] = u32::try_from(self.text.len()).unwrap_or(u32::MAX);
-        self.pushed += 1;
-    }
-
-    /// The text of `field` (empty if it was never pushed).
+    /// The text of `field`.
     pub fn get(&self, field: TextField) -> &str {
         let i = field as usize;
-        if i >= self.pushed {
-            return "";
-        }
         let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
         self.text
             .get(start..self.ends[i] as usize)
@@ -159,19 +153,24 @@ mod tests {
     use super::{AttemptText, TextField};
 
     #[test]
-    fn text_fields_come_back_as_pushed_and_cut_on_character_boundaries() {
-        let mut text = AttemptText::with_capacity(64);
-        text.push(TextField::Model, &["gpt-4o"], 255);
-        text.push(TextField::SourceIp, &[], 64);
-        text.push(TextField::RequestPath, &["/v1/chat", "?", "a=1"], 500);
-        text.push(TextField::ErrorMessage, &["héllo"], 2);
+    fn text_fields_come_back_as_given_and_cut_on_character_boundaries() {
+        let text = AttemptText::new([
+            (&["gpt-4o"], 255),
+            (&[], 64),
+            (&["/v1/chat", "?", "a=1"], 500),
+            (&["héllo"], 2),
+            (&["ua"], 10),
+            (&[], 500),
+            (&[], 65_000),
+            (&[], 64),
+        ]);
         assert_eq!(text.get(TextField::Model), "gpt-4o");
         assert_eq!(text.get(TextField::SourceIp), "");
         assert_eq!(text.get(TextField::RequestPath), "/v1/chat?a=1");
         assert_eq!(text.get(TextField::ErrorMessage), "h");
-        assert_eq!(text.get(TextField::RequestId), "", "never pushed");
-        text.push(TextField::UserAgent, &["ua"], 10);
+        assert_eq!(text.get(TextField::RequestId), "", "empty");
         assert_eq!(text.get(TextField::UserAgent), "ua");
         assert_eq!(text.get(TextField::RequestPath), "/v1/chat?a=1");
+        assert_eq!(AttemptText::default().get(TextField::RequestBody), "");
     }
 }

@@ -17,7 +17,7 @@ use futures_util::future::{Either, select};
 
 use crate::auth::{CLIENT_AUTH_HEADERS, extract_proxy_key, strip_key_param};
 use crate::channel::{BodyFacts, Channel, KeyPlacement};
-use crate::events::{AttemptLog, AttemptText, Event, KeyHealth, TextField};
+use crate::events::{AttemptLog, AttemptText, Event, KeyHealth};
 use crate::header_rules::{HeaderRule, RuleContext, expand, is_ruled};
 use crate::http::{
     RequestHead, ResponseFraming, ResponseHead, is_hop_by_hop, push_hex, write_content_length,

@@ -71,36 +71,20 @@ pub(super) fn log_attempt(
         None => ("", "", ""),
     };
 
-    let mut text = AttemptText::with_capacity(
-        request.model.len()
-            + request.source_ip.len()
-            + request.head.target.len()
-            + error.len().min(ERROR_MESSAGE_LIMIT)
-            + user_agent.len()
-            + base.len()
-            + request.path.len()
-            + request.query.len()
-            + 1
-            + body.len().min(LOGGED_BODY_LIMIT)
-            + request.request_id.len(),
-    );
-    text.push(TextField::Model, &[&request.model], usize::MAX);
-    text.push(TextField::SourceIp, &[&request.source_ip], usize::MAX);
     let sep = if query.is_empty() { "" } else { "?" };
-    text.push(
-        TextField::RequestPath,
-        &[path, sep, &query],
-        LOGGED_PATH_LIMIT,
-    );
-    text.push(TextField::ErrorMessage, &[error], ERROR_MESSAGE_LIMIT);
-    text.push(TextField::UserAgent, &[&user_agent], usize::MAX);
-    text.push(
-        TextField::UpstreamAddr,
-        &[base, upstream_path, upstream_sep, upstream_query],
-        LOGGED_PATH_LIMIT,
-    );
-    text.push(TextField::RequestBody, &[&body], LOGGED_BODY_LIMIT);
-    text.push(TextField::RequestId, &[&request.request_id], usize::MAX);
+    let text = AttemptText::new([
+        (&[&request.model], usize::MAX),
+        (&[&request.source_ip], usize::MAX),
+        (&[path, sep, &query], LOGGED_PATH_LIMIT),
+        (&[error], ERROR_MESSAGE_LIMIT),
+        (&[&user_agent], usize::MAX),
+        (
+            &[base, upstream_path, upstream_sep, upstream_query],
+            LOGGED_PATH_LIMIT,
+        ),
+        (&[&body], LOGGED_BODY_LIMIT),
+        (&[&request.request_id], usize::MAX),
+    ]);
 
     let log = AttemptLog {
         timestamp: chrono::Utc::now(),

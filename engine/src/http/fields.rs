@@ -48,17 +48,10 @@ pub(super) fn trim_ows(value: &[u8]) -> &[u8] {
     value.get(start..end).unwrap_or_default()
 }
 
-/// Values of every header named `name` (ASCII case-insensitive), in order of arrival.
-pub(super) fn values<'a, 'n>(
-    headers: &'a Headers,
-    name: &'n str,
-) -> impl Iterator<Item = &'a [u8]> + use<'a, 'n> {
-    headers.values_of(name)
-}
-
 /// Whether any Connection header lists `token` (ASCII case-insensitive).
 pub(super) fn connection_has(headers: &Headers, token: &str) -> bool {
-    values(headers, "connection")
+    headers
+        .values_of("connection")
         .flat_map(connection_tokens)
         .any(|t| t.eq_ignore_ascii_case(token.as_bytes()))
 }
@@ -76,7 +69,7 @@ pub(super) fn wants_keep_alive(headers: &Headers, minor_version: u8) -> bool {
 /// comma list must be `1*DIGIT` fitting in u64, and all must agree (RFC 9112 §6.3 item 5).
 pub(super) fn content_length(headers: &Headers) -> Result<Option<u64>, &'static str> {
     let mut found = None;
-    for element in values(headers, "content-length").flat_map(list_elements) {
+    for element in headers.values_of("content-length").flat_map(list_elements) {
         let n = parse_digits(element)?;
         match found {
             Some(previous) if previous != n => return Err("Content-Length values differ"),
@@ -100,14 +93,14 @@ fn parse_digits(digits: &[u8]) -> Result<u64, &'static str> {
 
 /// Whether the message carries any Transfer-Encoding header.
 pub(super) fn has_transfer_encoding(headers: &Headers) -> bool {
-    values(headers, "transfer-encoding").next().is_some()
+    headers.values_of("transfer-encoding").next().is_some()
 }
 
 /// Checks a request's Transfer-Encoding: we only decode `chunked`, and anything else (another
 /// coding, a list, a second header) could be framed differently by the upstream, so it is refused
 /// rather than guessed at (RFC 9112 §6.1 lets a server answer 501; 400 also closes the door).
 pub(super) fn request_transfer_encoding_is_chunked(headers: &Headers) -> Result<(), &'static str> {
-    let mut all = values(headers, "transfer-encoding");
+    let mut all = headers.values_of("transfer-encoding");
     let Some(value) = all.next() else {
         return Err("no Transfer-Encoding");
     };
@@ -124,7 +117,8 @@ pub(super) fn request_transfer_encoding_is_chunked(headers: &Headers) -> Result<
 /// Whether the final coding across all Transfer-Encoding headers is `chunked`, which is what
 /// decides a response's framing (RFC 9112 §6.3 item 4).
 pub(super) fn chunked_is_last(headers: &Headers) -> bool {
-    values(headers, "transfer-encoding")
+    headers
+        .values_of("transfer-encoding")
         .flat_map(list_elements)
         .filter(|c| !c.is_empty())
         .last()

@@ -252,7 +252,7 @@ impl std::error::Error for HeadError {}
 
 /// The value of the first header named `name` (ASCII case-insensitive).
 fn first_header<'a>(headers: &'a Headers, name: &str) -> Option<&'a [u8]> {
-    fields::values(headers, name).next()
+    headers.values_of(name).next()
 }
 
 #[cfg(test)]

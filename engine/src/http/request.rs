@@ -233,7 +233,7 @@ fn parse_fields(buf: &[u8], lines: &HeadLines) -> Result<Headers, HeadError> {
 
 /// RFC 9112 §3.2: HTTP/1.1 needs exactly one Host; no version may send two.
 fn check_host(headers: &Headers, minor_version: u8) -> Result<(), HeadError> {
-    match fields::values(headers, "host").count() {
+    match headers.values_of("host").count() {
         0 if minor_version >= 1 => Err(HeadError::BadRequest("HTTP/1.1 request without Host")),
         0 | 1 => Ok(()),
         _ => Err(HeadError::BadRequest("more than one Host header")),

@@ -183,8 +183,8 @@ fn keeps_alive(
     minor_version: u8,
     framing: ResponseFraming,
 ) -> bool {
-    let ambiguous = framing == ResponseFraming::Chunked
-        && fields::values(headers, "content-length").next().is_some();
+    let ambiguous =
+        framing == ResponseFraming::Chunked && headers.values_of("content-length").next().is_some();
     fields::wants_keep_alive(headers, minor_version)
         && framing != ResponseFraming::UntilClose
         && !ambiguous
