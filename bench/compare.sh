@@ -16,7 +16,8 @@
 #
 # For each contender:
 #   - requests/s at 64 connections, 0 ms mock (wrk, N s, after a 2 s warm-up);
-#   - latency p50/p99 at 1 and 16 connections (wrk --latency, N s each);
+#   - latency p50/p99 at 1 and 16 connections (wrk --latency, N s each; wrk corrects for
+#     coordinated omission, so a p99 counts a run's few long stalls many times over);
 #   - SSE: 100 concurrent streams x 3 rounds, 20 chunks 20 ms apart (bench/sse_client.py):
 #     time to the first event and to [DONE], p50/p99, and the largest pause within a stream
 #     (p99 over streams; the mock pauses 20 ms, so the excess is the inter-chunk delay added);
@@ -38,7 +39,7 @@ while [ $# -gt 0 ]; do
     --seconds) SECONDS_PER_RUN=$2; shift 2 ;;
     --llm-gateways) LLM_GATEWAYS=1; shift ;;
     --only) ONLY=$2; shift 2 ;;
-    -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
     *) echo "unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
