@@ -202,7 +202,6 @@ const TCHAR: [bool; 256] = {
     table
 };
 
-/// ASCII control characters, DEL included.
 /// Whether any byte of `bytes` satisfies `test`. Every byte is tested, without stopping at
 /// the first: the loop then compiles to vector instructions, and a head is checked in a
 /// fraction of the time a byte-by-byte search takes (a bad byte is rare).
@@ -210,6 +209,7 @@ pub(super) fn any_byte(bytes: &[u8], test: impl Fn(u8) -> bool) -> bool {
     bytes.iter().fold(false, |found, &b| found | test(b))
 }
 
+/// ASCII control characters, DEL included.
 pub(super) fn is_ctl(b: u8) -> bool {
     b < 0x20 || b == 0x7f
 }

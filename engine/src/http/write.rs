@@ -1,8 +1,6 @@
 //! Writing the parts of an HTTP/1.1 message into an output buffer: status lines, header lines
 //! and chunks. Callers decide which headers to send, framing headers included.
 
-use memchr::memchr3;
-
 /// The last-chunk plus an empty trailer section: ends a chunked body.
 pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 
@@ -84,8 +82,7 @@ pub fn write_header(out: &mut Vec<u8>, name: &str, value: &[u8]) {
 /// copied field again was a twentieth of a proxied request. Debug builds check anyway.
 pub fn write_parsed_header(out: &mut Vec<u8>, name: &str, value: &[u8]) {
     debug_assert!(
-        memchr3(b'\r', b'\n', 0, name.as_bytes()).is_none()
-            && memchr3(b'\r', b'\n', 0, value).is_none(),
+        !breaks_line(name.as_bytes()) && !breaks_line(value),
         "header {name:?} holds CR, LF or NUL: use write_header"
     );
     out.extend_from_slice(name.as_bytes());
@@ -102,8 +99,16 @@ pub fn write_content_length(out: &mut Vec<u8>, len: impl itoa::Integer) {
     out.extend_from_slice(b"\r\n");
 }
 
+/// Whether `bytes` hold a byte that could end a header line or the head: CR, LF or NUL.
+fn breaks_line(bytes: &[u8]) -> bool {
+    super::lines::any_byte(bytes, |b| matches!(b, b'\r' | b'\n' | 0))
+}
+
+/// Header names and values are short, where `memchr3` spends more setting up its search than
+/// searching (180 instructions a call, four calls a request); every byte tested at once costs a
+/// few dozen.
 fn push_sanitized(out: &mut Vec<u8>, bytes: &[u8]) {
-    if memchr3(b'\r', b'\n', 0, bytes).is_none() {
+    if !breaks_line(bytes) {
         out.extend_from_slice(bytes);
         return;
     }
