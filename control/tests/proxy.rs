@@ -1020,6 +1020,69 @@ async fn s2_9_upstream_connections_are_kept_alive_and_reused() {
     );
 }
 
+/// v1 sends stream requests through a client of their own whose pools are twice the group's, at
+/// least 20 per host: after a burst of streams all their upstream connections stay warm for the
+/// next burst, where as many plain requests keep only `max_idle_conns_per_host`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s2_9_streams_keep_twice_the_idle_upstream_connections() {
+    const BURST: usize = 6;
+    let mock = MockUpstream::start().await;
+    let relay = ConnectionCounter::start(mock.port()).await;
+    // One shard, so one pool whichever shard a client connection would land on.
+    let server = Server::start_with(&[("ENGINE_THREADS", "1")]).await;
+    server
+        .set_settings(json!({"request_log_write_interval_minutes": 0}))
+        .await;
+    let upstream = format!("http://127.0.0.1:{}", relay.port);
+    let config = json!({"config": {"max_idle_conns_per_host": 2}});
+    let id = server.create_group("g", "openai", &upstream, config).await;
+    server.add_keys(id, &["sk-upstream-1"]).await;
+
+    // BURST requests held at the mock together (so on BURST upstream connections), then let go;
+    // returns once each is logged, which the proxy does after handing its connection back.
+    let burst = |stream: bool, gate: &'static str, before: usize| {
+        let (server, mock) = (&server, &mock);
+        async move {
+            let body = json!({"model": "gpt-4o-mini", "stream": stream, "messages": []});
+            let replies = (0..BURST).map(|_| async {
+                let response = post(server, CHAT, &[("x-mock-gate", gate)], &body).await;
+                status_and_text(response).await
+            });
+            let release = async {
+                within("the burst at the mock", mock.wait_requests(before + BURST)).await;
+                mock.open_gate(gate);
+            };
+            let replies = within(
+                "the burst's replies",
+                futures_util::future::join_all(replies),
+            );
+            let (replies, ()) = tokio::join!(replies, release);
+            for (status, text) in replies {
+                assert_eq!(status, 200, "{text}");
+            }
+            within("the burst to be logged", async {
+                while logged_attempts(server).len() < before + BURST {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            })
+            .await;
+        }
+    };
+    burst(true, "streams-1", 0).await;
+    assert_eq!(relay.accepted(), BURST);
+    burst(true, "streams-2", BURST).await;
+    assert_eq!(
+        relay.accepted(),
+        BURST,
+        "the second burst of streams found them all pooled"
+    );
+    burst(false, "plain-1", 2 * BURST).await;
+    assert_eq!(relay.accepted(), BURST);
+    // Plain requests handed back only two of the six.
+    burst(false, "plain-2", 3 * BURST).await;
+    assert_eq!(relay.accepted(), 2 * BURST - 2);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s2_9_https_upstream_is_trusted_through_ssl_cert_file() {
     let mock = MockUpstream::start_tls().await;

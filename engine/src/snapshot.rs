@@ -94,6 +94,25 @@ pub struct GroupSettings {
     pub proxy: Option<std::sync::Arc<crate::upstream::proxy::OutboundProxy>>,
 }
 
+impl GroupSettings {
+    /// How many idle upstream connections to keep, per host and in all, after a request of this
+    /// kind. GPT-Load v1 sends stream requests through a client of their own whose pools are
+    /// twice as large, at least 20 per host and 50 in all (spec §2.9): a hundred streams at once
+    /// then find a hundred warm connections the next time instead of fifty, and the other fifty
+    /// do not wait for a connect before their first event.
+    pub fn idle_limits(&self, stream: bool) -> (usize, usize) {
+        let (per_host, total) = (self.max_idle_conns_per_host, self.max_idle_conns);
+        if stream {
+            (
+                per_host.saturating_mul(2).max(20),
+                total.saturating_mul(2).max(50),
+            )
+        } else {
+            (per_host, total)
+        }
+    }
+}
+
 impl Default for GroupSettings {
     /// GPT-Load v1's defaults (spec §5.2).
     fn default() -> Self {

@@ -207,11 +207,8 @@ async fn try_upstream(
         // A stalled error body must not hold the attempt past the header timeout.
         let read = crate::time::timeout(header_timeout, read).await;
         if matches!(read, Ok(Ok(()))) && reader.reusable() {
-            shard.pool.checkin(
-                conn,
-                settings.max_idle_conns_per_host,
-                settings.max_idle_conns,
-            );
+            let (per_host, total) = settings.idle_limits(request.is_stream);
+            shard.pool.checkin(conn, per_host, total);
         }
         let body = decode_for_message(&head, body);
         let message = error_message(&body);

@@ -62,11 +62,8 @@ pub(super) async fn deliver(
     match failure {
         None => {
             if reader.reusable() {
-                shard.pool.checkin(
-                    conn,
-                    settings.max_idle_conns_per_host,
-                    settings.max_idle_conns,
-                );
+                let (per_host, total) = settings.idle_limits(request.is_stream);
+                shard.pool.checkin(conn, per_host, total);
             }
             log_attempt(shard, request, Some((key, upstream)), head.status, "", true);
         }
@@ -120,11 +117,8 @@ pub(super) async fn deliver_models_list(
         return Attempt::Delivered;
     }
     if reader.reusable() {
-        shard.pool.checkin(
-            conn,
-            settings.max_idle_conns_per_host,
-            settings.max_idle_conns,
-        );
+        let (per_host, total) = settings.idle_limits(request.is_stream);
+        shard.pool.checkin(conn, per_host, total);
     }
     let rewritten = decode(&head, &raw, MODELS_BODY_LIMIT)
         .ok()
