@@ -348,6 +348,7 @@ async fn housekeeping(
             *shard.snapshot.borrow_mut() = snapshot;
             applied.store(version, Ordering::Release);
         }
+        shard.pool.trim();
         if last_evict.elapsed() >= Duration::from_secs(1) {
             last_evict = Instant::now();
             shard.pool.evict_idle(shard.config.max_upstream_idle);
