@@ -18,7 +18,8 @@
 #   - requests/s at 64 connections, 0 ms mock (wrk, N s, after a 2 s warm-up);
 #   - latency p50/p99 at 1 and 16 connections (wrk --latency, N s each; wrk corrects for
 #     coordinated omission, so a p99 counts a run's few long stalls many times over);
-#   - SSE: 100 concurrent streams x 3 rounds, 20 chunks 20 ms apart, each round's streams started
+#   - SSE: 100 concurrent streams x 10 rounds (so a p99 is the tenth-slowest of 1,000 streams,
+#     not one outlier; 3 rounds until 2026-12-04), 20 chunks 20 ms apart, each round's streams started
 #     over 200 ms (sse-client, bench/mock-upstream/src/bin/sse-client.rs; started all at once they
 #     queue at the mock's one thread, and that queue, ~4 ms even direct, hid what a proxy adds):
 #     time to the first event and to [DONE], p50/p99, and the largest pause within a stream
@@ -34,6 +35,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 SECONDS_PER_RUN=10
+SSE_ROUNDS=10 # of 100 streams each
 LLM_GATEWAYS=0
 ONLY=""
 while [ $# -gt 0 ]; do
@@ -136,7 +138,7 @@ measure() { # name url pid
   R[$name.c1_p50]=$W_P50; R[$name.c1_p99]=$W_P99; R[$name.bad]=$((${R[$name.bad]} + W_BAD))
   run_wrk 16 "$SECONDS_PER_RUN" "$url"
   R[$name.c16_p50]=$W_P50; R[$name.c16_p99]=$W_P99; R[$name.bad]=$((${R[$name.bad]} + W_BAD))
-  sse=$(taskset -c 1 "$BIN/sse-client" "$url" --key "$CLIENT_KEY" --streams 100 --rounds 3 --spread-ms 200 \
+  sse=$(taskset -c 1 "$BIN/sse-client" "$url" --key "$CLIENT_KEY" --streams 100 --rounds $SSE_ROUNDS --spread-ms 200 \
     --model "$PROXY_SSE_MODEL" --chunks 20 --chunk-delay-ms 20 "${sse_headers[@]}" 2>>"$WORK/sse.err" || true)
   [ -s "$WORK/sse.err" ] && { echo "$name SSE errors:" >&2; head -3 "$WORK/sse.err" >&2; : > "$WORK/sse.err"; }
   log "$name SSE: $sse"
@@ -243,7 +245,7 @@ mkdir -p bench/results
   echo
   echo "Machine: $(nproc) cores ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)), $(uname -r)."
   echo "The proxy under test is pinned to core 0; the mock (1 thread), wrk (1 thread) and the SSE client share core 1."
-  echo "wrk runs of ${SECONDS_PER_RUN}s; mock answers at once (0 ms). SSE: 100 concurrent streams x 3 rounds (each round's started over 200 ms), 20 chunks 20 ms apart."
+  echo "wrk runs of ${SECONDS_PER_RUN}s; mock answers at once (0 ms). SSE: 100 concurrent streams x $SSE_ROUNDS rounds (each round's started over 200 ms), 20 chunks 20 ms apart."
   echo "Versions: gpt-load $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?') (ENGINE_THREADS=1, request logging on),${VERSIONS%,}."
   echo
   echo "## Measured"
