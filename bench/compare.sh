@@ -2,7 +2,12 @@
 # gpt-load against other proxies in front of the same mock provider, in one run, with the
 # direct-to-mock baseline re-measured in that same run.
 #
-#   bench/compare.sh [--seconds N] [--llm-gateways] [--only "direct nginx gpt-load"]
+#   bench/compare.sh [--seconds N] [--repeat N] [--llm-gateways] [--only "direct nginx gpt-load"]
+#
+# --repeat N measures every contender N times, in turn (direct, nginx, gpt-load, direct, ...),
+# and reports each figure's median over the N; the ratios' per-round values are listed too. On
+# a VM whose neighbours move figures by a third from one minute to the next, one round is one
+# sample.
 #
 # Contenders: `direct` (wrk straight at the mock), `nginx` (1 worker, upstream keepalive, two
 # upstream keys alternated by split_clients, access log on, proxy_buffering off), `gpt-load`
@@ -38,18 +43,21 @@ SECONDS_PER_RUN=10
 SSE_ROUNDS=10 # of 100 streams each
 LLM_GATEWAYS=0
 ONLY=""
+REPEAT=1
 while [ $# -gt 0 ]; do
   case $1 in
     --seconds) SECONDS_PER_RUN=$2; shift 2 ;;
     --llm-gateways) LLM_GATEWAYS=1; shift ;;
     --only) ONLY=$2; shift 2 ;;
-    -h|--help) sed -n '2,32p' "$0"; exit 0 ;;
+    --repeat) REPEAT=$2; shift 2 ;;
+    -h|--help) sed -n '2,37p' "$0"; exit 0 ;;
     *) echo "unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
 CONTENDERS="direct nginx gpt-load"
 [ "$LLM_GATEWAYS" = 1 ] && CONTENDERS="$CONTENDERS litellm portkey tensorzero"
 [ -n "$ONLY" ] && CONTENDERS=$ONLY
+[[ "$REPEAT" =~ ^[1-9][0-9]*$ ]] || { echo "--repeat takes a positive number, not '$REPEAT'" >&2; exit 2; }
 
 for tool in wrk curl python3 taskset; do
   command -v $tool >/dev/null || { echo "needs $tool (apt-get install $tool)" >&2; exit 1; }
@@ -170,6 +178,7 @@ start_nginx() {
 }
 
 start_gpt_load() {
+  rm -rf "$WORK/gpt-load" # a fresh database each round
   mkdir -p "$WORK/gpt-load"
   (cd "$WORK/gpt-load" && AUTH_KEY=$AUTH HOST=127.0.0.1 PORT=$GW_PORT ENGINE_THREADS=1 \
     MAX_CONCURRENT_REQUESTS=100000 LOG_LEVEL=info exec taskset -c 0 "$BIN/gpt-load" 2> "$WORK/gpt-load/err.log") &
@@ -202,24 +211,48 @@ stop_proxy() {
 
 start_mock
 log "mock-upstream on core 1 (pid $MOCK_PID); proxies on core 0; wrk and the SSE client on core 1"
-for name in $CONTENDERS; do
-  PROXY_PID=""; PROXY_URL=""; PROXY_HEADERS=(); SKIP_REASON=""
-  PROXY_MODEL=gpt-4o-mini; PROXY_SSE_MODEL=gpt-4o-mini
-  if [ "$name" = direct ]; then
-    measure direct "http://127.0.0.1:$MOCK_PORT/v1/chat/completions" ""
-    continue
-  fi
-  starter=start_${name//-/_}
-  if ! declare -F "$starter" >/dev/null; then
-    R[$name.skipped]="no $starter in this script"; continue
-  fi
-  if "$starter"; then
-    sleep 1 # let start-up work (migrations, JIT, imports) settle before the idle RSS reading
-    measure "$name" "$PROXY_URL" "$PROXY_PID"
-  else
-    R[$name.skipped]=${SKIP_REASON:-"did not start (see messages above)"}
-  fi
-  stop_proxy
+measure_all() {
+  local name starter
+  for name in $CONTENDERS; do
+    PROXY_PID=""; PROXY_URL=""; PROXY_HEADERS=(); SKIP_REASON=""
+    PROXY_MODEL=gpt-4o-mini; PROXY_SSE_MODEL=gpt-4o-mini
+    if [ "$name" = direct ]; then
+      measure direct "http://127.0.0.1:$MOCK_PORT/v1/chat/completions" ""
+      continue
+    fi
+    starter=start_${name//-/_}
+    if ! declare -F "$starter" >/dev/null; then
+      R[$name.skipped]="no $starter in this script"; continue
+    fi
+    if "$starter"; then
+      sleep 1 # let start-up work (migrations, JIT, imports) settle before the idle RSS reading
+      measure "$name" "$PROXY_URL" "$PROXY_PID"
+    else
+      R[$name.skipped]=${SKIP_REASON:-"did not start (see messages above)"}
+    fi
+    stop_proxy
+  done
+}
+
+# Each round's figures are kept as ROUND[name.metric] = "v1 v2 ...", then R holds their medians
+# (errors are summed instead).
+declare -A ROUND
+# The middle value (the lower of the two middle ones for an even count: always a measured value,
+# and an integer where the figures are, as the "added" arithmetic needs).
+median() { tr ' ' '\n' | awk 'NF' | sort -g | awk '{v[NR]=$1} END {if (NR) print v[int((NR + 1) / 2)]}'; }
+for round in $(seq 1 "$REPEAT"); do
+  [ "$REPEAT" -gt 1 ] && log "round $round of $REPEAT"
+  for key in "${!R[@]}"; do [[ $key == *.skipped ]] || unset "R[$key]"; done
+  measure_all
+  for key in "${!R[@]}"; do [[ $key == *.skipped ]] || ROUND[$key]+="${R[$key]} "; done
+  [ "$round" = 1 ] && FIRST_VERSIONS=$VERSIONS
+done
+VERSIONS=$FIRST_VERSIONS # each start appends its version; keep one round's
+for key in "${!ROUND[@]}"; do
+  case $key in
+    *.bad|*.sse_failed) R[$key]=$(tr ' ' '\n' | awk '{n+=$1} END {print n+0}' <<<"${ROUND[$key]}") ;;
+    *) R[$key]=$(median <<<"${ROUND[$key]}") ;;
+  esac
 done
 
 # ---------------------------------------------------------------- report
@@ -245,6 +278,7 @@ mkdir -p bench/results
   echo
   echo "Machine: $(nproc) cores ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)), $(uname -r)."
   echo "The proxy under test is pinned to core 0; the mock (1 thread), wrk (1 thread) and the SSE client share core 1."
+  [ "$REPEAT" -gt 1 ] && echo "Each figure is the median of $REPEAT rounds, the contenders measured in turn in each; errors are summed."
   echo "wrk runs of ${SECONDS_PER_RUN}s; mock answers at once (0 ms). SSE: 100 concurrent streams x $SSE_ROUNDS rounds (each round's started over 200 ms), 20 chunks 20 ms apart."
   echo "Versions: gpt-load $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?') (ENGINE_THREADS=1, request logging on),${VERSIONS%,}."
   echo
@@ -289,6 +323,18 @@ mkdir -p bench/results
 | $(ratio "$(added $ours sse_ttfb_p50)" "$(added $n sse_ttfb_p50)") / $(ratio "$(added $ours sse_ttfb_p99)" "$(added $n sse_ttfb_p99)") \
 | $(ratio "$(num $ours.rss_idle)" "$(num $n.rss_idle)") / $(ratio "$(num $ours.rss_peak)" "$(num $n.rss_peak)") |"
   done
+  if [ "$REPEAT" -gt 1 ] && [ -z "${R[$ours.skipped]:-}" ]; then
+    echo
+    echo "Per round (ours / theirs, req/s @64 and CPU µs/req):"
+    echo
+    for n in $CONTENDERS; do
+      case $n in direct|"$ours") continue ;; esac
+      [ -n "${R[$n.skipped]:-}" ] && continue
+      echo "- $n: req/s $(paste -d/ <(tr ' ' '\n' <<<"${ROUND[$ours.rps]}") <(tr ' ' '\n' <<<"${ROUND[$n.rps]}") \
+        | awk -F/ 'NF == 2 && $2 > 0 {printf "%s%.3g", sep, $1 / $2; sep=", "}'); CPU $(paste -d/ <(tr ' ' '\n' <<<"${ROUND[$ours.cpu_us]:-}") <(tr ' ' '\n' <<<"${ROUND[$n.cpu_us]:-}") \
+        | awk -F/ 'NF == 2 && $2 > 0 {printf "%s%.3g", sep, $1 / $2; sep=", "}')"
+    done
+  fi
 } > "$OUT"
 cat "$OUT"
 echo
