@@ -966,6 +966,8 @@ struct ConnectionCounter {
     accepted: Arc<AtomicUsize>,
     /// Connections the proxy closed (and the relay then closed towards the mock).
     closed: Arc<AtomicUsize>,
+    /// Rung after each close.
+    close_rung: Arc<tokio::sync::Notify>,
 }
 
 impl ConnectionCounter {
@@ -977,16 +979,18 @@ impl ConnectionCounter {
         let port = listener.local_addr().expect("relay addr").port();
         let accepted = Arc::new(AtomicUsize::new(0));
         let closed = Arc::new(AtomicUsize::new(0));
-        let (opens, closes) = (accepted.clone(), closed.clone());
+        let close_rung = Arc::new(tokio::sync::Notify::new());
+        let (opens, closes, ring) = (accepted.clone(), closed.clone(), close_rung.clone());
         tokio::spawn(async move {
             while let Ok((mut inbound, _)) = listener.accept().await {
                 opens.fetch_add(1, Ordering::SeqCst);
-                let closes = closes.clone();
+                let (closes, ring) = (closes.clone(), ring.clone());
                 tokio::spawn(async move {
                     if let Ok(mut outbound) = TcpStream::connect(("127.0.0.1", target)).await {
                         let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
                     }
                     closes.fetch_add(1, Ordering::SeqCst);
+                    ring.notify_waiters();
                 });
             }
         });
@@ -994,6 +998,7 @@ impl ConnectionCounter {
             port,
             accepted,
             closed,
+            close_rung,
         }
     }
 
@@ -1003,8 +1008,13 @@ impl ConnectionCounter {
 
     /// Returns once `n` connections have ended.
     async fn wait_closed(&self, n: usize) {
-        while self.closed.load(Ordering::SeqCst) < n {
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        loop {
+            // Made before the check, it hears any close that follows it.
+            let rung = self.close_rung.notified();
+            if self.closed.load(Ordering::SeqCst) >= n {
+                return;
+            }
+            rung.await;
         }
     }
 }
