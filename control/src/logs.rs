@@ -1,6 +1,13 @@
 //! The log pipeline: drains attempt records and key-health changes from the shards, batches
 //! them and writes each batch in one transaction (request logs, per-key request counts, hourly
-//! stats, key states). Runs on its own thread so a slow disk never touches the request path.
+//! stats, key states). Runs on its own threads so a slow disk never touches the request path.
+//!
+//! Two threads take turns at the one writer. `log-writer` does the work as long as it keeps
+//! up, at the lowest priority a thread can take and give back (nice 19), so that on a core it
+//! shares with a shard it runs in the shard's idle time and gives way the moment a request
+//! arrives. `log-catchup` (nice 5) takes over only when records queue up, which happens when
+//! the shard leaves no idle time: then logging needs its share of the core (see
+//! [`Priority`]).
 //!
 //! `request_log_write_interval_minutes = 0` is v1's "write in real time": a record is written
 //! as soon as the writer wakes for it, which is at once (it blocks on the queue), so a log row
@@ -11,8 +18,8 @@
 pub mod retention;
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -27,6 +34,17 @@ use crate::encryption::KeyCipher;
 
 /// A batch is written once it holds this many records, whatever the interval.
 const MAX_BATCH: usize = 2000;
+/// The same for `log-writer`, whose batches are smaller: the catch-up thread waits for the
+/// batch in hand, and at nice 19 beside a busy shard (1.4% of the core) a 2,000-row batch
+/// (~10 ms of work) could take it most of a second; 512 rows, a fifth of that.
+const BACKGROUND_BATCH: usize = 512;
+/// Records queued before `log-catchup` takes over: ~70 ms of requests at full load, a few KiB
+/// each.
+const CATCH_UP_AT: usize = 4096;
+/// Records still queued when `log-catchup` has caught up.
+const CAUGHT_UP_BELOW: usize = 256;
+/// Records a tick may bring (~20,000 a second) for `log-catchup` to hand back to `log-writer`.
+const RELEASE_BELOW: usize = 1024;
 /// Pending records kept through database errors before the oldest are dropped (with a warning).
 const MAX_PENDING: usize = 200_000;
 /// Keys whose usage is held before it is written regardless of the interval (~30 MB).
@@ -35,7 +53,7 @@ const MAX_USAGE_KEYS: usize = 1_000_000;
 const TICK: Duration = Duration::from_millis(50);
 
 pub struct LogWriter {
-    thread: Option<JoinHandle<()>>,
+    threads: Vec<JoinHandle<()>>,
     stop: Arc<AtomicBool>,
 }
 
@@ -52,38 +70,164 @@ impl LogWriter {
         cipher: KeyCipher,
     ) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
-        let writer = Writer {
+        let queue = events.clone();
+        let writer = Writer::new(
             events,
             wake,
             store,
             interval_minutes,
             blacklisted,
             cipher,
-            stop: stop.clone(),
-            logs: Vec::new(),
-            spare_rows: Vec::new(),
-            ids: LogIds::new(),
-            logged_keys: LoggedKeys::default(),
-            key_states: HashMap::new(),
-            key_usage: LookupMap::default(),
-            last_usage_flush: Instant::now(),
-            last_flush: Instant::now(),
-            pace: Pace::new(),
-        };
-        let thread = std::thread::Builder::new()
+            stop.clone(),
+        );
+        let wanted = writer.give_way.clone();
+        let writer = Arc::new(Mutex::new(writer));
+        let mut threads = Vec::new();
+        let background = writer.clone();
+        match std::thread::Builder::new()
             .name("log-writer".into())
-            .spawn(move || writer.run())
-            .ok();
-        Self { thread, stop }
+            .spawn(move || run_in_background(&background))
+        {
+            Ok(thread) => threads.push(thread),
+            Err(e) => tracing::error!(error = %e, "cannot start the request log writer"),
+        }
+        let catch_up_stop = stop.clone();
+        match std::thread::Builder::new()
+            .name("log-catchup".into())
+            .spawn(move || catch_up(&writer, &queue, &wanted, &catch_up_stop))
+        {
+            Ok(thread) => threads.push(thread),
+            // `log-writer` alone still writes everything, at its own pace.
+            Err(e) => tracing::warn!(error = %e, "cannot start the request log catch-up thread"),
+        }
+        Self { threads, stop }
     }
 
     /// Writes everything still queued and stops.
-    pub fn finish(mut self) {
+    pub fn finish(self) {
         self.stop.store(true, Ordering::SeqCst);
-        if let Some(thread) = self.thread.take() {
+        for thread in &self.threads {
+            thread.thread().unpark();
+        }
+        for thread in self.threads {
             let _ = thread.join();
         }
     }
+}
+
+/// The writer, whichever thread holds it. A thread that panicked while holding it left it as
+/// it was between two records, which is still worth writing.
+fn hold(writer: &Mutex<Writer>) -> MutexGuard<'_, Writer> {
+    writer
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// `log-writer`: waits for records or the tick without holding the writer, then takes what is
+/// queued and writes what is due. It alone finishes: at shutdown or when the shards are gone
+/// it writes everything left.
+fn run_in_background(writer: &Mutex<Writer>) {
+    Priority::Background.apply();
+    let (events, wake, interval_minutes, stop) = {
+        let w = hold(writer);
+        (
+            w.events.clone(),
+            w.wake.clone(),
+            w.interval_minutes.clone(),
+            w.stop.clone(),
+        )
+    };
+    loop {
+        let stopping = stop.load(Ordering::SeqCst);
+        let mut first = None;
+        let mut disconnected = false;
+        if events.is_empty() {
+            if interval_minutes.load(Ordering::Relaxed) == 0 {
+                // Real time: wake for the first record.
+                match events.recv_timeout(TICK) {
+                    Ok(event) => first = Some(event),
+                    Err(RecvTimeoutError::Timeout) => {}
+                    Err(RecvTimeoutError::Disconnected) => disconnected = true,
+                }
+            } else {
+                // Wait for the tick or a key's health change, not on the queue: a shard
+                // sending to a waiting receiver must wake it, a syscall on the request path
+                // for every record.
+                let _ = wake.recv_timeout(TICK);
+            }
+        }
+        let mut w = hold(writer);
+        if let Some(event) = first {
+            w.take(event);
+        }
+        if disconnected || stopping || w.work(Priority::Background) == Queue::Disconnected {
+            w.finish();
+            // Also ends `log-catchup` when the shards went first.
+            stop.store(true, Ordering::SeqCst);
+            return;
+        }
+    }
+}
+
+/// `log-catchup`: every tick, if records have queued up (`log-writer` is starved, or behind),
+/// takes the writer and writes full batches until the queue is short again. Leaves the end to
+/// `log-writer`.
+fn catch_up(
+    writer: &Mutex<Writer>,
+    queue: &Receiver<Event>,
+    wanted: &AtomicBool,
+    stop: &AtomicBool,
+) {
+    Priority::CatchUp.apply();
+    while !stop.load(Ordering::SeqCst) {
+        std::thread::park_timeout(TICK);
+        if catch_up_once(writer, queue, wanted, stop) == Some(Queue::Disconnected) {
+            return;
+        }
+    }
+}
+
+/// If records have queued up, takes the writer and keeps it, writing full batches each tick as
+/// a lone writer would, until a tick brings fewer records than [`RELEASE_BELOW`]; `None` when
+/// there was nothing to catch up. Handing back as soon as the queue is short would leave the
+/// writer starved again at once under full load, and its share of the core with it: at
+/// 74,000 requests/s it then fell 100,000 records behind in ten seconds.
+///
+/// `log-writer`, starved at nice 19, may hold the writer in the middle of a batch that would
+/// take it most of a second to finish: `wanted` asks it to give way at its next statement
+/// (undoing the batch's inserts and keeping its records for the next flush).
+fn catch_up_once(
+    writer: &Mutex<Writer>,
+    queue: &Receiver<Event>,
+    wanted: &AtomicBool,
+    stop: &AtomicBool,
+) -> Option<Queue> {
+    if queue.len() < CATCH_UP_AT {
+        return None;
+    }
+    wanted.store(true, Ordering::SeqCst);
+    let mut w = hold(writer);
+    wanted.store(false, Ordering::SeqCst);
+    let mut arrived = queue.len();
+    loop {
+        while queue.len() >= CAUGHT_UP_BELOW && !stop.load(Ordering::SeqCst) {
+            if w.work(Priority::CatchUp) == Queue::Disconnected {
+                return Some(Queue::Disconnected);
+            }
+        }
+        if arrived < RELEASE_BELOW || stop.load(Ordering::SeqCst) {
+            return Some(Queue::Open);
+        }
+        std::thread::park_timeout(TICK);
+        arrived = queue.len();
+    }
+}
+
+/// Whether the shards' side of the queue is still there.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Queue {
+    Open,
+    Disconnected,
 }
 
 struct Writer {
@@ -95,6 +239,8 @@ struct Writer {
     blacklisted: UnboundedSender<i64>,
     cipher: KeyCipher,
     stop: Arc<AtomicBool>,
+    /// Set by `log-catchup` while it waits for the writer: `log-writer` then stops where it is.
+    give_way: Arc<AtomicBool>,
     logs: Vec<LogRow>,
     /// Rows already written, kept to be filled again (see [`Writer::recycle`]).
     spare_rows: Vec<LogRow>,
@@ -110,57 +256,76 @@ struct Writer {
 }
 
 impl Writer {
-    fn run(mut self) {
-        lower_priority();
+    fn new(
+        events: Receiver<Event>,
+        wake: Receiver<()>,
+        store: Store,
+        interval_minutes: Arc<AtomicU64>,
+        blacklisted: UnboundedSender<i64>,
+        cipher: KeyCipher,
+        stop: Arc<AtomicBool>,
+    ) -> Self {
+        Self {
+            events,
+            wake,
+            store,
+            interval_minutes,
+            blacklisted,
+            cipher,
+            stop,
+            give_way: Arc::new(AtomicBool::new(false)),
+            logs: Vec::new(),
+            spare_rows: Vec::new(),
+            ids: LogIds::new(),
+            logged_keys: LoggedKeys::default(),
+            key_states: HashMap::new(),
+            key_usage: LookupMap::default(),
+            last_usage_flush: Instant::now(),
+            last_flush: Instant::now(),
+            pace: Pace::new(),
+        }
+    }
+
+    /// Takes what is queued, up to a batch of records, and writes if a batch is due; the
+    /// background thread stops short when `log-catchup` asks for the writer.
+    fn work(&mut self, thread: Priority) -> Queue {
+        let batch = thread.batch();
+        let mut queue = Queue::Open;
         loop {
-            let stopping = self.stop.load(Ordering::SeqCst);
-            let mut disconnected = false;
-            if self.events.is_empty() {
-                if self.interval_minutes.load(Ordering::Relaxed) == 0 {
-                    // Real time: wake for the first record.
-                    match self.events.recv_timeout(TICK) {
-                        Ok(event) => self.take(event),
-                        Err(RecvTimeoutError::Timeout) => {}
-                        Err(RecvTimeoutError::Disconnected) => disconnected = true,
-                    }
-                } else {
-                    // Wait for the tick or a key's health change, not on the queue: a shard
-                    // sending to a waiting receiver must wake it, a syscall on the request
-                    // path for every record.
-                    let _ = self.wake.recv_timeout(TICK);
-                }
+            if self.asked_to_give_way(thread) {
+                return queue;
             }
-            loop {
-                match self.events.try_recv() {
-                    Ok(event) => {
-                        self.take(event);
-                        self.pace.offer();
-                        if self.logs.len() >= MAX_BATCH {
-                            break;
-                        }
-                    }
-                    Err(TryRecvError::Empty) => break,
-                    Err(TryRecvError::Disconnected) => {
-                        disconnected = true;
+            match self.events.try_recv() {
+                Ok(event) => {
+                    self.take(event);
+                    self.pace.offer();
+                    if self.logs.len() >= batch {
                         break;
                     }
                 }
-            }
-            if disconnected {
-                self.flush(true);
-                return;
-            }
-            if stopping {
-                while let Ok(event) = self.events.try_recv() {
-                    self.take(event);
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    queue = Queue::Disconnected;
+                    break;
                 }
-                self.flush(true);
-                return;
-            }
-            if self.due() {
-                self.flush(false);
             }
         }
+        if self.due(batch) {
+            self.flush(false, thread);
+        }
+        queue
+    }
+
+    fn asked_to_give_way(&self, thread: Priority) -> bool {
+        matches!(thread, Priority::Background) && self.give_way.load(Ordering::Relaxed)
+    }
+
+    /// Takes and writes everything still queued.
+    fn finish(&mut self) {
+        while let Ok(event) = self.events.try_recv() {
+            self.take(event);
+        }
+        self.flush(true, Priority::CatchUp);
     }
 
     fn take(&mut self, event: Event) {
@@ -206,8 +371,8 @@ impl Writer {
 
     /// Key states are written at once (they are few and matter); logs per the interval, which
     /// for 0 means on every wake-up.
-    fn due(&self) -> bool {
-        if !self.key_states.is_empty() || self.logs.len() >= MAX_BATCH {
+    fn due(&self, batch: usize) -> bool {
+        if !self.key_states.is_empty() || self.logs.len() >= batch {
             return true;
         }
         let interval = self.interval();
@@ -219,7 +384,7 @@ impl Writer {
     /// written if the interval has passed (or `all`, at shutdown): a busy key's counter is then
     /// one update per interval rather than one per batch of rows, which with a million keys
     /// was most of what logging cost.
-    fn flush(&mut self, all: bool) {
+    fn flush(&mut self, all: bool, thread: Priority) {
         self.last_flush = Instant::now();
         let usage_due = all
             || self.key_usage.len() >= MAX_USAGE_KEYS
@@ -246,10 +411,18 @@ impl Writer {
             return;
         }
         self.pace.offer();
-        if let Err(e) = self.store.write_batch_blocking(&batch) {
-            tracing::error!(error = %e, logs = batch.logs.len(), "writing request logs failed; will retry");
-            self.requeue(batch);
-            return;
+        let give_way = || self.asked_to_give_way(thread);
+        match self.store.write_batch_unless(&batch, &give_way) {
+            Ok(true) => {}
+            Ok(false) => {
+                self.requeue(batch);
+                return;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, logs = batch.logs.len(), "writing request logs failed; will retry");
+                self.requeue(batch);
+                return;
+            }
         }
         self.pace.offer();
         self.recycle(batch.logs);
@@ -308,7 +481,7 @@ impl Writer {
 /// through its thousands of rows unasked held requests for that long (`perf sched timehist`:
 /// the writer on the core for 4 to 8 ms at a stretch, the shard runnable and waiting). Offered
 /// back every fifth of a millisecond, a waiting shard may run; EEVDF still picks the writer
-/// again while it is owed time, which its nice value (see [`lower_priority`]) shortens. When
+/// again while it is owed time, which its nice value (see [`Priority`]) shortens. When
 /// nothing waits, `sched_yield` returns straight away.
 struct Pace {
     since: Instant,
@@ -482,19 +655,58 @@ fn stored_key_value(key: &str, cipher: &KeyCipher) -> String {
     })
 }
 
-/// The log writer's nice value; see [`lower_priority`].
-const WRITER_NICE: i32 = 5;
-
-/// The writer runs as a batch thread (`SCHED_BATCH`) at nice 5 with a short time slice (0.1 ms;
-/// Linux 6.6+'s EEVDF honours `sched_runtime` as the slice). Sharing a core with a shard, at
-/// nice 0 it held the core for 1.9–2.5 ms at a stretch (p90 of its turns under
+/// How the writer's two threads share a core with a shard. Both are batch threads
+/// (`SCHED_BATCH`: a wake-up of theirs never preempts a shard) with a short time slice (0.1 ms;
+/// Linux 6.6+'s EEVDF honours `sched_runtime` as the slice); they differ in weight.
+///
+/// At nice 0 the writer held the core for 1.9–2.5 ms at a stretch (p90 of its turns under
 /// `perf sched timehist`, 4–8 ms at worst) while the shard waited; at nice 5 for 1.0 ms (p99
-/// 2.5 ms against 4), and its share when the core is contended (a quarter) is still above
-/// what logging every request at full load needs (a sixth): 20 s at 64 connections ended one
-/// batch behind. At nice 10 (a tenth) it fell 280,000 rows behind in those 20 s. Raising one's
-/// own nice value needs no privilege; an older kernel keeps the policy and nice value and
-/// ignores the slice.
-fn lower_priority() {
+/// 2.5 ms against 4), and its share when the core is contended (a quarter) is still above what
+/// logging every request at full load needs (a sixth): 20 s at 64 connections ended one batch
+/// behind. At nice 10 (a tenth) it fell 280,000 rows behind in those 20 s. So a writer that
+/// must keep up with full load runs at nice 5.
+///
+/// At light load nice 5 still costs a tail: each time a shard wakes for a request and
+/// preempts the writer in a batch, EEVDF counts the time the writer waited as owed to it, and
+/// then pays it back in one stretch of 0.3–1 ms while the shard, woken, waits (`perf sched
+/// timehist` at one connection: 11–21 such waits in 4 s, their stacks ending in the writer's
+/// own `sched_yield`; none of 0.3 ms with the writer at nice 19, one with it `SCHED_IDLE`).
+/// The debt grows with the writer's weight, so the thread that writes while it keeps up runs
+/// at nice 19 (1.4% of a contended core), and a second one at nice 5 takes over only when
+/// records queue up. Unprivileged, a thread may raise its nice value but not lower it again
+/// (nor leave `SCHED_IDLE`), hence two threads rather than one that changes.
+#[derive(Clone, Copy, Debug)]
+enum Priority {
+    /// `log-writer`.
+    Background,
+    /// `log-catchup`.
+    CatchUp,
+}
+
+impl Priority {
+    /// Records a batch holds before it is written.
+    fn batch(self) -> usize {
+        match self {
+            Priority::Background => BACKGROUND_BATCH,
+            Priority::CatchUp => MAX_BATCH,
+        }
+    }
+
+    fn nice(self) -> i32 {
+        match self {
+            Priority::Background => 19,
+            Priority::CatchUp => 5,
+        }
+    }
+
+    /// Applies to the calling thread; an older kernel keeps the policy and nice value and
+    /// ignores the slice.
+    fn apply(self) {
+        lower_priority(self.nice());
+    }
+}
+
+fn lower_priority(nice: i32) {
     #[cfg(target_os = "linux")]
     {
         /// `struct sched_attr` (include/uapi/linux/sched/types.h), not in the libc crate.
@@ -515,7 +727,7 @@ fn lower_priority() {
             size: std::mem::size_of::<SchedAttr>() as u32,
             policy: libc::SCHED_BATCH as u32,
             flags: 0,
-            nice: WRITER_NICE,
+            nice,
             priority: 0,
             runtime: 100_000,
             deadline: 0,
@@ -535,7 +747,7 @@ fn lower_priority() {
                 tracing::debug!(error = %std::io::Error::last_os_error(), "log writer stays SCHED_OTHER");
             }
             // SAFETY: PRIO_PROCESS with id 0 is the calling thread on Linux; no pointers.
-            let set = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, WRITER_NICE) };
+            let set = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) };
             if set != 0 {
                 tracing::debug!(error = %std::io::Error::last_os_error(), "log writer stays at nice 0");
             }
@@ -578,29 +790,33 @@ mod tests {
         assert!(first < later);
     }
 
-    /// The writer's thread gives way: batch policy and a nice value above a shard's.
+    /// The writer's threads give way: batch policy and nice values above a shard's, the
+    /// background one's the highest.
     #[cfg(target_os = "linux")]
     #[test]
-    fn the_writer_thread_runs_at_lower_priority() {
+    fn the_writer_threads_run_at_lower_priority() {
+        use super::Priority;
         // SAFETY: a query about the calling thread (id 0); no pointers.
         let ours = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
-        let (policy, nice) = std::thread::spawn(|| {
-            super::lower_priority();
-            // SAFETY: queries about the calling thread (id 0); no pointers.
-            unsafe {
-                (
-                    libc::sched_getscheduler(0),
-                    libc::getpriority(libc::PRIO_PROCESS, 0),
-                )
-            }
-        })
-        .join()
-        .expect("thread runs");
-        assert_eq!(policy, libc::SCHED_BATCH);
-        assert_eq!(nice, ours.max(super::WRITER_NICE));
+        for (priority, nice) in [(Priority::Background, 19), (Priority::CatchUp, 5)] {
+            let (policy, got) = std::thread::spawn(move || {
+                priority.apply();
+                // SAFETY: queries about the calling thread (id 0); no pointers.
+                unsafe {
+                    (
+                        libc::sched_getscheduler(0),
+                        libc::getpriority(libc::PRIO_PROCESS, 0),
+                    )
+                }
+            })
+            .join()
+            .expect("thread runs");
+            assert_eq!(policy, libc::SCHED_BATCH, "{priority:?}");
+            assert_eq!(got, ours.max(nice), "{priority:?}");
+        }
         // SAFETY: as above.
         let after = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
-        assert_eq!(after, ours, "only the writer's own thread changes");
+        assert_eq!(after, ours, "only the writer's own threads change");
     }
 
     fn attempt(parent: bool, texts: [&str; 8], is_final: bool) -> AttemptLog {
@@ -683,6 +899,78 @@ mod tests {
             ("", "")
         );
         assert_eq!(recycled.timestamp.timestamp_millis(), 1_764_000_000_123);
+    }
+
+    /// Records that queue up while `log-writer` cannot run (a shard keeping its core busy) are
+    /// written by `log-catchup` until the queue is short; a shorter queue it leaves alone.
+    #[test]
+    fn a_backlog_is_written_by_the_catch_up_thread() {
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        use std::sync::{Arc, Mutex};
+
+        use engine::events::Event;
+
+        use super::{
+            CATCH_UP_AT, CAUGHT_UP_BELOW, MAX_BATCH, Priority, Queue, Writer, catch_up_once,
+        };
+
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("logs.db");
+        let store = runtime
+            .block_on(store::Store::open(path.to_str().expect("utf-8 path")))
+            .expect("store opens");
+        let (shards, queue) = crossbeam_channel::unbounded();
+        let (_wake_tx, wake) = crossbeam_channel::unbounded();
+        let (blacklisted, _blacklisted_rx) = tokio::sync::mpsc::unbounded_channel();
+        let writer = Mutex::new(Writer::new(
+            queue.clone(),
+            wake,
+            store.clone(),
+            Arc::new(AtomicU64::new(0)),
+            blacklisted,
+            KeyCipher::new(""),
+            Arc::new(AtomicBool::new(false)),
+        ));
+        let stored = || {
+            let epoch = chrono::DateTime::from_timestamp(0, 0).expect("epoch");
+            runtime
+                .block_on(store.count_final_logs(epoch, None))
+                .expect("count") as usize
+        };
+        let send = |n: usize| {
+            for _ in 0..n {
+                let record = attempt(false, ["m", "", "/p", "", "", "", "", ""], true);
+                shards
+                    .send(Event::Attempt(Box::new(record)))
+                    .expect("queue open");
+            }
+        };
+        let (wanted, stop) = (AtomicBool::new(false), AtomicBool::new(false));
+
+        send(CATCH_UP_AT - 1);
+        assert_eq!(catch_up_once(&writer, &queue, &wanted, &stop), None);
+        assert_eq!((queue.len(), stored()), (CATCH_UP_AT - 1, 0));
+
+        // Asked to give way, `log-writer` takes nothing.
+        let mut w = writer.lock().expect("not poisoned");
+        w.give_way.store(true, Ordering::SeqCst);
+        assert_eq!(w.work(Priority::Background), Queue::Open);
+        assert_eq!((queue.len(), w.logs.len()), (CATCH_UP_AT - 1, 0));
+        w.give_way.store(false, Ordering::SeqCst);
+        drop(w);
+
+        send(MAX_BATCH + 1);
+        assert_eq!(
+            catch_up_once(&writer, &queue, &wanted, &stop),
+            Some(Queue::Open)
+        );
+        let left = queue.len();
+        assert!(left < CAUGHT_UP_BELOW, "{left} still queued");
+        assert_eq!(stored(), CATCH_UP_AT + MAX_BATCH - left);
     }
 
     /// The cached columns are the key's own: encrypted so that they decrypt to it, hashed as a

@@ -317,8 +317,19 @@ impl Store {
     /// thread, so that a flush neither hops to another thread nor competes with the API's
     /// blocking pool.
     pub fn write_batch_blocking(&self, batch: &FlushBatch) -> StoreResult<()> {
+        self.write_batch_unless(batch, &|| false).map(|_| ())
+    }
+
+    /// [`Store::write_batch_blocking`] that gives the connection back when `give_way` says so
+    /// between two statements of the log inserts: then nothing of the batch is written and the
+    /// answer is `false`. For a writer thread that another wants to take over from at once.
+    pub fn write_batch_unless(
+        &self,
+        batch: &FlushBatch,
+        give_way: &dyn Fn() -> bool,
+    ) -> StoreResult<bool> {
         match &*self.backend {
-            Backend::Sqlite(db) => db.write_batch_blocking(batch),
+            Backend::Sqlite(db) => db.write_batch_blocking(batch, give_way),
         }
     }
 

@@ -377,6 +377,52 @@ async fn a_partly_replayed_large_batch_counts_each_row_once() {
     }
 }
 
+/// A writer asked to give way between two statements leaves nothing of the batch behind (no
+/// rows, no hourly counts, no key usage), and the same batch written afterwards lands whole.
+#[tokio::test]
+async fn a_batch_that_gives_way_leaves_nothing_behind() {
+    let (db, g) = fresh_with_group(1).await;
+    let key = db.store.keys_of_group(g.id).await.expect("keys")[0].id;
+    let at = utc("2025-09-01T04:10:00Z");
+    let batch = FlushBatch {
+        logs: (0..100)
+            .map(|n| log(&format!("id-{n:03}"), at, g.id, "g-hash-0"))
+            .collect(),
+        key_states: vec![],
+        key_usage: vec![KeyUsage {
+            key_id: key,
+            requests: 100,
+            last_used_at: at,
+        }],
+    };
+    // Asked after the first statement (16 rows) went in.
+    let asked = std::cell::Cell::new(0);
+    let give_way = || {
+        asked.set(asked.get() + 1);
+        asked.get() > 1
+    };
+    let written = db
+        .store
+        .write_batch_unless(&batch, &give_way)
+        .expect("gives way");
+    assert!(!written);
+    assert_eq!(asked.get(), 2);
+    assert_eq!(log_count(&db.path), 0);
+    assert!(hourly(&db.path).is_empty());
+    let keys = db.store.keys_of_group(g.id).await.expect("keys");
+    assert_eq!(keys[0].request_count, 0);
+
+    assert!(
+        db.store
+            .write_batch_unless(&batch, &|| false)
+            .expect("writes")
+    );
+    assert_eq!(log_count(&db.path), 100);
+    assert_eq!(hourly(&db.path)[0].2, 100);
+    let keys = db.store.keys_of_group(g.id).await.expect("keys");
+    assert_eq!(keys[0].request_count, 100);
+}
+
 #[tokio::test]
 async fn a_failed_batch_leaves_nothing_behind() {
     let (db, g) = fresh_with_group(1).await;

@@ -20,16 +20,31 @@ impl SqliteStore {
         if batch.is_empty() {
             return Ok(());
         }
-        self.write("write log batch", move |conn| write_batch(conn, &batch))
-            .await
+        self.write("write log batch", move |conn| {
+            write_batch(conn, &batch, &|| false).map(|_| ())
+        })
+        .await
     }
 
-    pub(crate) fn write_batch_blocking(&self, batch: &FlushBatch) -> StoreResult<()> {
+    pub(crate) fn write_batch_blocking(
+        &self,
+        batch: &FlushBatch,
+        give_way: &dyn Fn() -> bool,
+    ) -> StoreResult<bool> {
         if batch.is_empty() {
-            return Ok(());
+            return Ok(true);
         }
-        write_batch(&mut super::lock(&self.writer), batch)
+        write_batch(&mut super::lock(&self.writer), batch, give_way)
     }
+}
+
+/// How the inserts of a batch's rows ended.
+enum Inserted {
+    All,
+    /// A row's id was stored before: the batch was flushed again after a commit that landed.
+    SomeStoredBefore,
+    /// `give_way` asked for the connection back before the last statement.
+    GaveWay,
 }
 
 /// Final attempts of one group in one hour.
@@ -41,21 +56,30 @@ struct HourCounts {
 
 // Not inlined, so that a profiler can count what a flush costs (bench/log-rows.sh).
 #[inline(never)]
-fn write_batch(conn: &mut Connection, batch: &FlushBatch) -> StoreResult<()> {
+fn write_batch(
+    conn: &mut Connection,
+    batch: &FlushBatch,
+    give_way: &dyn Fn() -> bool,
+) -> StoreResult<bool> {
     let now = datetime::format(Utc::now());
     let mut txn = begin_write(conn)?;
-    let stored = if insert_new_logs(&txn, &batch.logs)? {
-        batch.logs.iter().collect()
-    } else {
-        // Some ids were stored before: a batch flushed again after a commit that did land.
-        // Nothing but log rows is in the transaction yet, so it is undone whole and the rows
-        // go in one at a time, each saying whether it was new. (A savepoint around the inserts
-        // would do the same but copies every page it finds in use to a temporary file first:
-        // a file created, written and unlinked on every flush.)
-        txn.rollback()
-            .context("undo log insert for a row-by-row retry")?;
-        txn = begin_write(conn)?;
-        insert_logs_one_by_one(&txn, &batch.logs)?
+    let stored = match insert_new_logs(&txn, &batch.logs, give_way)? {
+        Inserted::All => batch.logs.iter().collect(),
+        Inserted::GaveWay => {
+            txn.rollback().context("undo log inserts to give way")?;
+            return Ok(false);
+        }
+        Inserted::SomeStoredBefore => {
+            // Some ids were stored before: a batch flushed again after a commit that did land.
+            // Nothing but log rows is in the transaction yet, so it is undone whole and the rows
+            // go in one at a time, each saying whether it was new. (A savepoint around the inserts
+            // would do the same but copies every page it finds in use to a temporary file first:
+            // a file created, written and unlinked on every flush.)
+            txn.rollback()
+                .context("undo log insert for a row-by-row retry")?;
+            txn = begin_write(conn)?;
+            insert_logs_one_by_one(&txn, &batch.logs)?
+        }
     };
     let mut hours: HashMap<(DateTime<Utc>, i64), HourCounts> = HashMap::new();
     for log in stored {
@@ -64,7 +88,8 @@ fn write_batch(conn: &mut Connection, batch: &FlushBatch) -> StoreResult<()> {
     add_key_usage(&txn, &batch.key_usage)?;
     add_hourly_counts(&txn, &hours, &now)?;
     apply_key_states(&txn, &batch.key_states, &now)?;
-    txn.commit().context("commit log batch")
+    txn.commit().context("commit log batch")?;
+    Ok(true)
 }
 
 /// Rows inserted between offers of the core to other threads (~0.2 ms of work).
@@ -92,8 +117,13 @@ fn insert_sql(rows: usize) -> String {
 }
 
 /// Inserts `logs` several to a statement (the last few one at a time, so that only two
-/// statements are ever cached); false as soon as one was already stored.
-fn insert_new_logs(conn: &Connection, logs: &[LogRow]) -> StoreResult<bool> {
+/// statements are ever cached), stopping as soon as one was already stored, or before a
+/// statement when `give_way` says so.
+fn insert_new_logs(
+    conn: &Connection,
+    logs: &[LogRow],
+    give_way: &dyn Fn() -> bool,
+) -> StoreResult<Inserted> {
     let mut several = BorrowingInsert::new(conn, ROWS_PER_INSERT)?;
     let mut one = conn
         .prepare_cached(&insert_sql(1))
@@ -106,16 +136,19 @@ fn insert_new_logs(conn: &Connection, logs: &[LogRow]) -> StoreResult<bool> {
         if n > 0 && (n * ROWS_PER_INSERT).is_multiple_of(YIELD_EVERY) {
             std::thread::yield_now();
         }
+        if give_way() {
+            return Ok(Inserted::GaveWay);
+        }
         if several.run(rows)? < rows.len() {
-            return Ok(false);
+            return Ok(Inserted::SomeStoredBefore);
         }
     }
     for log in chunks.remainder() {
         if bind_and_insert(&mut one, std::slice::from_ref(log))? == 0 {
-            return Ok(false);
+            return Ok(Inserted::SomeStoredBefore);
         }
     }
-    Ok(true)
+    Ok(Inserted::All)
 }
 
 /// The several-rows insert, bound to the rows' own text instead of copies of it.
