@@ -22,7 +22,9 @@
 # For each contender:
 #   - requests/s at 64 connections, 0 ms mock (wrk, N s, after a 2 s warm-up);
 #   - latency p50/p99 at 1 and 16 connections (wrk --latency, N s each; wrk corrects for
-#     coordinated omission, so a p99 counts a run's few long stalls many times over);
+#     coordinated omission, so a p99 counts a run's few long stalls many times over), each
+#     started once the proxy is idle (since 2026-12-05; before, a proxy still writing the
+#     last run's log rows was measured doing so);
 #   - SSE: 100 concurrent streams x 10 rounds (so a p99 is the tenth-slowest of 1,000 streams,
 #     not one outlier; 3 rounds until 2026-12-04), 20 chunks 20 ms apart, each round's streams started
 #     over 200 ms (sse-client, bench/mock-upstream/src/bin/sse-client.rs; started all at once they
@@ -30,7 +32,8 @@
 #     time to the first event and to [DONE], p50/p99, and the largest pause within a stream
 #     (p99 over streams; the mock pauses 20 ms, so the excess is the inter-chunk delay added);
 #   - CPU time per request: the proxy's utime+stime (/proc/PID/stat, whole process tree) over
-#     the 64-connection run, divided by the requests wrk counted;
+#     the 64-connection run and until the proxy is idle after it (log rows still queued are
+#     that run's work), divided by the requests wrk counted;
 #   - RSS idle (VmRSS before any load) and peak (VmHWM after all load), process tree summed.
 # "added" = contender - direct from this run. Every request goes to 127.0.0.1.
 #
@@ -114,6 +117,19 @@ run_wrk() { # connections seconds url
   : "${W_RPS:=0}" "${W_REQS:=0}" "${W_P50:=0}" "${W_P99:=0}"
 }
 
+# Waits (up to 10 s) until the proxy has finished the work a run left it, such as log rows
+# still queued: it used at most one clock tick of CPU in 0.3 s. The CPU a run costs is read
+# after this, and the next run starts from a quiet proxy instead of measuring the last one's
+# leftovers.
+settle() { # pid
+  local before after
+  for _ in $(seq 1 33); do
+    before=$(cpu_ticks "$1"); sleep 0.3; after=$(cpu_ticks "$1")
+    [ $((after - before)) -le 1 ] && return 0
+  done
+  log "the proxy was still busy 10 s after the run"
+}
+
 declare -A R # R[contender.metric]
 VERSIONS="" # ", name version (how it ran)" for each gateway started, for the report
 
@@ -134,9 +150,9 @@ measure() { # name url pid
     return 0
   fi
   run_wrk 64 2 "$url" # warm-up: connection pools, JITs, allocator arenas
-  [ -n "$pid" ] && t0=$(cpu_ticks "$pid")
+  [ -n "$pid" ] && { settle "$pid"; t0=$(cpu_ticks "$pid"); }
   run_wrk 64 "$SECONDS_PER_RUN" "$url"
-  [ -n "$pid" ] && t1=$(cpu_ticks "$pid")
+  [ -n "$pid" ] && { settle "$pid"; t1=$(cpu_ticks "$pid"); }
   R[$name.rps]=$W_RPS; R[$name.bad]=$W_BAD
   if [ -n "$pid" ] && [ "$W_REQS" -gt 0 ]; then
     R[$name.cpu_us]=$(awk -v d=$((t1 - t0)) -v hz="$CLK_TCK" -v n="$W_REQS" 'BEGIN {printf "%.1f", d / hz * 1e6 / n}')
@@ -144,8 +160,10 @@ measure() { # name url pid
   fi
   run_wrk 1 "$SECONDS_PER_RUN" "$url"
   R[$name.c1_p50]=$W_P50; R[$name.c1_p99]=$W_P99; R[$name.bad]=$((${R[$name.bad]} + W_BAD))
+  [ -n "$pid" ] && settle "$pid"
   run_wrk 16 "$SECONDS_PER_RUN" "$url"
   R[$name.c16_p50]=$W_P50; R[$name.c16_p99]=$W_P99; R[$name.bad]=$((${R[$name.bad]} + W_BAD))
+  [ -n "$pid" ] && settle "$pid"
   sse=$(taskset -c 1 "$BIN/sse-client" "$url" --key "$CLIENT_KEY" --streams 100 --rounds $SSE_ROUNDS --spread-ms 200 \
     --model "$PROXY_SSE_MODEL" --chunks 20 --chunk-delay-ms 20 "${sse_headers[@]}" 2>>"$WORK/sse.err" || true)
   [ -s "$WORK/sse.err" ] && { echo "$name SSE errors:" >&2; head -3 "$WORK/sse.err" >&2; : > "$WORK/sse.err"; }
