@@ -5,7 +5,7 @@
 //! Two threads take turns at the one writer. `log-writer` does the work as long as it keeps
 //! up, at the lowest priority a thread can take and give back (nice 19), so that on a core it
 //! shares with a shard it runs in the shard's idle time and gives way the moment a request
-//! arrives. `log-catchup` (nice 5) takes over only when records queue up, which happens when
+//! arrives. `log-catchup` (nice 3) takes over only when records queue up, which happens when
 //! the shard leaves no idle time: then logging needs its share of the core (see
 //! [`Priority`]).
 //!
@@ -661,18 +661,21 @@ fn stored_key_value(key: &str, cipher: &KeyCipher) -> String {
 ///
 /// At nice 0 the writer held the core for 1.9–2.5 ms at a stretch (p90 of its turns under
 /// `perf sched timehist`, 4–8 ms at worst) while the shard waited; at nice 5 for 1.0 ms (p99
-/// 2.5 ms against 4), and its share when the core is contended (a quarter) is still above what
-/// logging every request at full load needs (a sixth): 20 s at 64 connections ended one batch
-/// behind. At nice 10 (a tenth) it fell 280,000 rows behind in those 20 s. So a writer that
-/// must keep up with full load runs at nice 5.
+/// 2.5 ms against 4). Its share of a contended core must cover what logging every request at
+/// full load needs: at nice 10 (a tenth) it fell 280,000 rows behind in 20 s at 64
+/// connections. Nice 5 (a quarter) kept up where a request cost the shard ~17 µs, but not on
+/// a machine where it costs ~11 and the writer ~3 µs a row (22%): 16,000–28,000 of 850,000
+/// rows dropped in 12 s, against none of 818,000–832,000 at nice 3 (a third), whose tail at
+/// 16 connections was the same within the noise. So the writer that must keep up with full
+/// load runs at nice 3.
 ///
-/// At light load nice 5 still costs a tail: each time a shard wakes for a request and
+/// At light load a weight like that costs a tail: each time a shard wakes for a request and
 /// preempts the writer in a batch, EEVDF counts the time the writer waited as owed to it, and
 /// then pays it back in one stretch of 0.3–1 ms while the shard, woken, waits (`perf sched
 /// timehist` at one connection: 11–21 such waits in 4 s, their stacks ending in the writer's
 /// own `sched_yield`; none of 0.3 ms with the writer at nice 19, one with it `SCHED_IDLE`).
 /// The debt grows with the writer's weight, so the thread that writes while it keeps up runs
-/// at nice 19 (1.4% of a contended core), and a second one at nice 5 takes over only when
+/// at nice 19 (1.4% of a contended core), and a second one at nice 3 takes over only when
 /// records queue up. Unprivileged, a thread may raise its nice value but not lower it again
 /// (nor leave `SCHED_IDLE`), hence two threads rather than one that changes.
 #[derive(Clone, Copy, Debug)]
@@ -695,7 +698,7 @@ impl Priority {
     fn nice(self) -> i32 {
         match self {
             Priority::Background => 19,
-            Priority::CatchUp => 5,
+            Priority::CatchUp => 3,
         }
     }
 
@@ -798,7 +801,7 @@ mod tests {
         use super::Priority;
         // SAFETY: a query about the calling thread (id 0); no pointers.
         let ours = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
-        for (priority, nice) in [(Priority::Background, 19), (Priority::CatchUp, 5)] {
+        for (priority, nice) in [(Priority::Background, 19), (Priority::CatchUp, 3)] {
             let (policy, got) = std::thread::spawn(move || {
                 priority.apply();
                 // SAFETY: queries about the calling thread (id 0); no pointers.
