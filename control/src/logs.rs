@@ -51,6 +51,10 @@ const MAX_PENDING: usize = 200_000;
 const MAX_USAGE_KEYS: usize = 1_000_000;
 /// How often the writer wakes up to check the interval and shutdown.
 const TICK: Duration = Duration::from_millis(50);
+/// How long records may wait in a queue `log-writer` never empties before `log-catchup` writes
+/// them however few they are: on a machine busy with other work a nice-19 thread can wait
+/// seconds for the core, and a key's blacklisting or a log row should not.
+const STARVED_AFTER: Duration = Duration::from_millis(200);
 
 pub struct LogWriter {
     threads: Vec<JoinHandle<()>>,
@@ -81,6 +85,7 @@ impl LogWriter {
             stop.clone(),
         );
         let wanted = writer.give_way.clone();
+        let starvation = Starvation::new(writer.emptied.clone(), Instant::now());
         let writer = Arc::new(Mutex::new(writer));
         let mut threads = Vec::new();
         let background = writer.clone();
@@ -94,7 +99,7 @@ impl LogWriter {
         let catch_up_stop = stop.clone();
         match std::thread::Builder::new()
             .name("log-catchup".into())
-            .spawn(move || catch_up(&writer, &queue, &wanted, &catch_up_stop))
+            .spawn(move || catch_up(&writer, &queue, &wanted, &catch_up_stop, starvation))
         {
             Ok(thread) => threads.push(thread),
             // `log-writer` alone still writes everything, at its own pace.
@@ -169,27 +174,59 @@ fn run_in_background(writer: &Mutex<Writer>) {
     }
 }
 
-/// `log-catchup`: every tick, if records have queued up (`log-writer` is starved, or behind),
-/// takes the writer and writes full batches until the queue is short again. Leaves the end to
-/// `log-writer`.
+/// `log-catchup`: every tick, if records have queued up (`log-writer` is behind) or have waited
+/// too long (`log-writer` is starved), takes the writer and writes until the queue is short
+/// again. Leaves the end to `log-writer`.
 fn catch_up(
     writer: &Mutex<Writer>,
     queue: &Receiver<Event>,
     wanted: &AtomicBool,
     stop: &AtomicBool,
+    mut starvation: Starvation,
 ) {
     Priority::CatchUp.apply();
     while !stop.load(Ordering::SeqCst) {
         std::thread::park_timeout(TICK);
-        if catch_up_once(writer, queue, wanted, stop) == Some(Queue::Disconnected) {
+        let starved = starvation.starved(queue.is_empty(), Instant::now());
+        if catch_up_once(writer, queue, wanted, stop, starved) == Some(Queue::Disconnected) {
             return;
         }
     }
 }
 
-/// If records have queued up, takes the writer and keeps it, writing full batches each tick as
-/// a lone writer would, until a tick brings fewer records than [`RELEASE_BELOW`]; `None` when
-/// there was nothing to catch up. Handing back as soon as the queue is short would leave the
+/// Whether `log-writer` is starved: the queue has not been seen empty, by either thread, for
+/// [`STARVED_AFTER`]. A writer that keeps up empties it between records; one that is only
+/// behind is caught by the queue's length instead.
+struct Starvation {
+    /// How many times `log-writer` found the queue empty ([`Writer::emptied`]).
+    emptied: Arc<AtomicU64>,
+    seen: u64,
+    last_empty: Instant,
+}
+
+impl Starvation {
+    fn new(emptied: Arc<AtomicU64>, now: Instant) -> Self {
+        let seen = emptied.load(Ordering::Relaxed);
+        Self {
+            emptied,
+            seen,
+            last_empty: now,
+        }
+    }
+
+    fn starved(&mut self, queue_empty: bool, now: Instant) -> bool {
+        let emptied = self.emptied.load(Ordering::Relaxed);
+        if queue_empty || emptied != self.seen {
+            self.seen = emptied;
+            self.last_empty = now;
+        }
+        now.duration_since(self.last_empty) >= STARVED_AFTER
+    }
+}
+
+/// If records have queued up, or `starved`, takes the writer and keeps it, writing full
+/// batches each tick as a lone writer would, until a tick brings fewer records than
+/// [`RELEASE_BELOW`]; `None` when there was nothing to catch up. Handing back as soon as the queue is short would leave the
 /// writer starved again at once under full load, and its share of the core with it: at
 /// 74,000 requests/s it then fell 100,000 records behind in ten seconds.
 ///
@@ -201,14 +238,19 @@ fn catch_up_once(
     queue: &Receiver<Event>,
     wanted: &AtomicBool,
     stop: &AtomicBool,
+    starved: bool,
 ) -> Option<Queue> {
-    if queue.len() < CATCH_UP_AT {
+    if queue.len() < CATCH_UP_AT && !starved {
         return None;
     }
     wanted.store(true, Ordering::SeqCst);
     let mut w = hold(writer);
     wanted.store(false, Ordering::SeqCst);
     let mut arrived = queue.len();
+    // A starved writer's queue may be shorter than a batch: take it at least once.
+    if w.work(Priority::CatchUp) == Queue::Disconnected {
+        return Some(Queue::Disconnected);
+    }
     loop {
         while queue.len() >= CAUGHT_UP_BELOW && !stop.load(Ordering::SeqCst) {
             if w.work(Priority::CatchUp) == Queue::Disconnected {
@@ -241,6 +283,9 @@ struct Writer {
     stop: Arc<AtomicBool>,
     /// Set by `log-catchup` while it waits for the writer: `log-writer` then stops where it is.
     give_way: Arc<AtomicBool>,
+    /// Times the queue was found empty, for `log-catchup` to tell a starved writer (see
+    /// [`Starvation`]).
+    emptied: Arc<AtomicU64>,
     logs: Vec<LogRow>,
     /// Rows already written, kept to be filled again (see [`Writer::recycle`]).
     spare_rows: Vec<LogRow>,
@@ -274,6 +319,7 @@ impl Writer {
             cipher,
             stop,
             give_way: Arc::new(AtomicBool::new(false)),
+            emptied: Arc::new(AtomicU64::new(0)),
             logs: Vec::new(),
             spare_rows: Vec::new(),
             ids: LogIds::new(),
@@ -303,7 +349,10 @@ impl Writer {
                         break;
                     }
                 }
-                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Empty) => {
+                    self.emptied.fetch_add(1, Ordering::Relaxed);
+                    break;
+                }
                 Err(TryRecvError::Disconnected) => {
                     queue = Queue::Disconnected;
                     break;
@@ -904,59 +953,84 @@ mod tests {
         assert_eq!(recycled.timestamp.timestamp_millis(), 1_764_000_000_123);
     }
 
+    /// A writer over a fresh database, as `LogWriter::start` makes it, without its threads.
+    struct Fixture {
+        runtime: tokio::runtime::Runtime,
+        _dir: tempfile::TempDir,
+        store: store::Store,
+        shards: crossbeam_channel::Sender<engine::events::Event>,
+        queue: crossbeam_channel::Receiver<engine::events::Event>,
+        writer: std::sync::Mutex<super::Writer>,
+    }
+
+    impl Fixture {
+        fn new() -> Self {
+            use std::sync::Arc;
+            use std::sync::atomic::{AtomicBool, AtomicU64};
+
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            let dir = tempfile::tempdir().expect("temp dir");
+            let path = dir.path().join("logs.db");
+            let store = runtime
+                .block_on(store::Store::open(path.to_str().expect("utf-8 path")))
+                .expect("store opens");
+            let (shards, queue) = crossbeam_channel::unbounded();
+            let (_wake_tx, wake) = crossbeam_channel::unbounded();
+            let (blacklisted, _blacklisted_rx) = tokio::sync::mpsc::unbounded_channel();
+            let writer = std::sync::Mutex::new(super::Writer::new(
+                queue.clone(),
+                wake,
+                store.clone(),
+                Arc::new(AtomicU64::new(0)),
+                blacklisted,
+                KeyCipher::new(""),
+                Arc::new(AtomicBool::new(false)),
+            ));
+            Self {
+                runtime,
+                _dir: dir,
+                store,
+                shards,
+                queue,
+                writer,
+            }
+        }
+
+        fn stored(&self) -> usize {
+            let epoch = chrono::DateTime::from_timestamp(0, 0).expect("epoch");
+            self.runtime
+                .block_on(self.store.count_final_logs(epoch, None))
+                .expect("count") as usize
+        }
+
+        fn send(&self, n: usize) {
+            for _ in 0..n {
+                let record = attempt(false, ["m", "", "/p", "", "", "", "", ""], true);
+                self.shards
+                    .send(engine::events::Event::Attempt(Box::new(record)))
+                    .expect("queue open");
+            }
+        }
+    }
+
     /// Records that queue up while `log-writer` cannot run (a shard keeping its core busy) are
     /// written by `log-catchup` until the queue is short; a shorter queue it leaves alone.
     #[test]
     fn a_backlog_is_written_by_the_catch_up_thread() {
-        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-        use std::sync::{Arc, Mutex};
+        use std::sync::atomic::{AtomicBool, Ordering};
 
-        use engine::events::Event;
+        use super::{CATCH_UP_AT, CAUGHT_UP_BELOW, MAX_BATCH, Priority, Queue, catch_up_once};
 
-        use super::{
-            CATCH_UP_AT, CAUGHT_UP_BELOW, MAX_BATCH, Priority, Queue, Writer, catch_up_once,
-        };
-
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("logs.db");
-        let store = runtime
-            .block_on(store::Store::open(path.to_str().expect("utf-8 path")))
-            .expect("store opens");
-        let (shards, queue) = crossbeam_channel::unbounded();
-        let (_wake_tx, wake) = crossbeam_channel::unbounded();
-        let (blacklisted, _blacklisted_rx) = tokio::sync::mpsc::unbounded_channel();
-        let writer = Mutex::new(Writer::new(
-            queue.clone(),
-            wake,
-            store.clone(),
-            Arc::new(AtomicU64::new(0)),
-            blacklisted,
-            KeyCipher::new(""),
-            Arc::new(AtomicBool::new(false)),
-        ));
-        let stored = || {
-            let epoch = chrono::DateTime::from_timestamp(0, 0).expect("epoch");
-            runtime
-                .block_on(store.count_final_logs(epoch, None))
-                .expect("count") as usize
-        };
-        let send = |n: usize| {
-            for _ in 0..n {
-                let record = attempt(false, ["m", "", "/p", "", "", "", "", ""], true);
-                shards
-                    .send(Event::Attempt(Box::new(record)))
-                    .expect("queue open");
-            }
-        };
+        let f = Fixture::new();
+        let (writer, queue) = (&f.writer, &f.queue);
         let (wanted, stop) = (AtomicBool::new(false), AtomicBool::new(false));
 
-        send(CATCH_UP_AT - 1);
-        assert_eq!(catch_up_once(&writer, &queue, &wanted, &stop), None);
-        assert_eq!((queue.len(), stored()), (CATCH_UP_AT - 1, 0));
+        f.send(CATCH_UP_AT - 1);
+        assert_eq!(catch_up_once(writer, queue, &wanted, &stop, false), None);
+        assert_eq!((queue.len(), f.stored()), (CATCH_UP_AT - 1, 0));
 
         // Asked to give way, `log-writer` takes nothing.
         let mut w = writer.lock().expect("not poisoned");
@@ -966,14 +1040,70 @@ mod tests {
         w.give_way.store(false, Ordering::SeqCst);
         drop(w);
 
-        send(MAX_BATCH + 1);
+        f.send(MAX_BATCH + 1);
         assert_eq!(
-            catch_up_once(&writer, &queue, &wanted, &stop),
+            catch_up_once(writer, queue, &wanted, &stop, false),
             Some(Queue::Open)
         );
         let left = queue.len();
         assert!(left < CAUGHT_UP_BELOW, "{left} still queued");
-        assert_eq!(stored(), CATCH_UP_AT + MAX_BATCH - left);
+        assert_eq!(f.stored(), CATCH_UP_AT + MAX_BATCH - left);
+    }
+
+    /// A few records that `log-writer` never gets the core to write (a machine busy with
+    /// other work) are written by `log-catchup` once they have waited [`STARVED_AFTER`].
+    #[test]
+    fn records_a_starved_writer_leaves_are_written_by_the_catch_up_thread() {
+        use std::sync::atomic::AtomicBool;
+
+        use super::{Queue, catch_up_once};
+
+        let f = Fixture::new();
+        let (wanted, stop) = (AtomicBool::new(false), AtomicBool::new(false));
+        f.send(3);
+        assert_eq!(
+            catch_up_once(&f.writer, &f.queue, &wanted, &stop, false),
+            None
+        );
+        assert_eq!((f.queue.len(), f.stored()), (3, 0));
+        assert_eq!(
+            catch_up_once(&f.writer, &f.queue, &wanted, &stop, true),
+            Some(Queue::Open)
+        );
+        assert_eq!((f.queue.len(), f.stored()), (0, 3));
+    }
+
+    /// Starved means the queue has not been seen empty for [`STARVED_AFTER`]: not while it
+    /// is empty, nor while `log-writer` keeps emptying it, however busy.
+    #[test]
+    fn starvation_is_a_queue_not_seen_empty_for_a_while() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicU64, Ordering};
+        use std::time::{Duration, Instant};
+
+        use super::{STARVED_AFTER, Starvation};
+
+        let emptied = Arc::new(AtomicU64::new(0));
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        let mut starvation = Starvation::new(emptied.clone(), start);
+        let after = STARVED_AFTER.as_millis() as u64;
+        assert!(!starvation.starved(true, at(after * 2)), "empty queue");
+        assert!(
+            !starvation.starved(false, at(after * 3 - 1)),
+            "waiting, not yet long"
+        );
+        emptied.fetch_add(1, Ordering::Relaxed);
+        assert!(
+            !starvation.starved(false, at(after * 4)),
+            "log-writer emptied it"
+        );
+        assert!(!starvation.starved(false, at(after * 5 - 1)));
+        assert!(
+            starvation.starved(false, at(after * 5)),
+            "not seen empty for long"
+        );
+        assert!(!starvation.starved(true, at(after * 6)), "empty again");
     }
 
     /// The cached columns are the key's own: encrypted so that they decrypt to it, hashed as a

@@ -4,38 +4,14 @@
 
 mod common;
 
-use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::Server;
+use common::{Server, eventually, within};
 use mock_upstream::MockUpstream;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
-
-/// Bound on every wait for the server or the mock; a failure, never a pause.
-const WAIT: Duration = Duration::from_secs(20);
-
-async fn within<F: Future>(what: &str, future: F) -> F::Output {
-    tokio::time::timeout(WAIT, future)
-        .await
-        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
-}
-
-/// Polls `check` every 50 ms until it holds (panics after WAIT).
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    within(what, async {
-        while !check().await {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await
-}
 
 /// `POST /api/keys/test-multiple`; the answer's `data`.
 async fn test_keys(server: &Server, group_id: i64, keys: &[&str]) -> Value {

@@ -2,6 +2,7 @@
 //! file, waits for its "listening" line, and stops it with SIGTERM like an operator would.
 #![allow(dead_code)]
 
+use std::future::Future;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -335,4 +336,27 @@ pub fn chat() -> Value {
 /// The chat completions path of `group` through the proxy.
 pub fn chat_path(group: &str) -> String {
     format!("/proxy/{group}/v1/chat/completions")
+}
+
+/// Bound on every wait for the server or the mock; a failure, never a pause.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+pub async fn within<F: Future>(what: &str, future: F) -> F::Output {
+    tokio::time::timeout(WAIT, future)
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+}
+
+/// Polls `check` every 50 ms until it holds (panics after WAIT).
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    within(what, async {
+        while !check().await {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
 }
