@@ -3,6 +3,8 @@
 //!
 //!     cargo run --release -p store --example log_rows -- [rows=100000] [dir]
 //!
+//! `LOG_ROWS_SQL`, if set, is run on the fresh database first (to try a schema change).
+//!
 //! Under `valgrind --tool=callgrind --toggle-collect='store::sqlite::logs::write_batch'` the
 //! instruction count per row is exact and repeatable whatever else the machine is doing
 //! (bench/log-rows.sh does that); the wall time it prints is only a rough guide.
@@ -29,6 +31,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let _ = std::fs::remove_dir_all(&dir);
     let path = dir.join("gpt-load.db");
     let store = Store::open(&path.to_string_lossy()).await?;
+    // For trying a schema change before making it: SQL run on the fresh database first.
+    if let Ok(sql) = std::env::var("LOG_ROWS_SQL") {
+        rusqlite::Connection::open(&path)?.execute_batch(&sql)?;
+    }
     let started = Instant::now();
     let mut written = 0;
     while written < rows {
