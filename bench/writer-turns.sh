@@ -9,10 +9,14 @@
 #
 # gpt-load on core 0 (ENGINE_THREADS=1, logging on as by default), the mock and wrk on core 1;
 # `perf sched record` on core 0 during the load, then `perf sched timehist`:
-#   - the writer's turns on the core (on-CPU stretches), p50/p90/p99/max, and its CPU share;
-#   - the shard's waits between two of its turns, p99/max (preempted or asleep);
+#   - each writer thread's turns on the core (`log-writer`, `log-catchup`: on-CPU stretches),
+#     p50/p90/p99/max, and its CPU share;
+#   - the shard's waits between two of its turns, p99/max (preempted or asleep), and the part
+#     of them it was runnable but off the core (woken and not yet run, or preempted), with
+#     what held the core during those of 0.2 ms or more;
 #   - what else ran on the core (other processes of the machine are noise here).
-# Run it twice per build and alternate builds: the VM's neighbours move these figures too.
+# Run it twice per build and alternate builds (GPT_LOAD=path runs that binary instead of this
+# checkout's): the VM's neighbours move these figures too.
 # Needs root, perf with the sched tracepoints (tracefs), wrk, python3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,7 +35,7 @@ trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null; rm -rf "$WORK"' EXI
 MOCK_PORT=19590; GW_PORT=19591; AUTH=sk-bench-admin-Kq2vB7nX4pLw9Tz
 taskset -c 1 "$BIN/mock-upstream" --port $MOCK_PORT > "$WORK/mock.out" 2>&1 &
 (cd "$WORK" && AUTH_KEY=$AUTH HOST=127.0.0.1 PORT=$GW_PORT ENGINE_THREADS=1 MAX_CONCURRENT_REQUESTS=100000 \
-  LOG_LEVEL=warn exec taskset -c 0 "$BIN/gpt-load" 2> "$WORK/gw.err") &
+  LOG_LEVEL=warn exec taskset -c 0 "${GPT_LOAD:-$BIN/gpt-load}" 2> "$WORK/gw.err") &
 wait_http "http://127.0.0.1:$GW_PORT/health" gpt-load "$WORK/gw.err"
 add_bench_group $GW_PORT $MOCK_PORT $AUTH
 
@@ -43,17 +47,20 @@ sleep 1 # past the first flush of a fresh database
 perf sched record -C 0 -o "$WORK/sched.data" -- sleep "$SECONDS_RUN" > /dev/null 2> "$WORK/perf.err" \
   || { echo "perf sched record failed (root? tracefs?):" >&2; tail -3 "$WORK/perf.err" >&2; exit 1; }
 wait $WRK
-perf sched timehist -i "$WORK/sched.data" > "$WORK/timehist" 2> /dev/null
+perf sched timehist --state -i "$WORK/sched.data" > "$WORK/timehist" 2> /dev/null
 
 echo "load: $(awk '/Requests\/sec/ {print $2}' "$WORK/wrk.out") req/s at $CONNS connections, ${SECONDS_RUN} s recorded on core 0"
 # timehist columns: time, cpu, task[tid/pid], wait time, sch delay, run time (ms).
 python3 - "$WORK/timehist" "$SECONDS_RUN" <<'PY'
 import re, sys
-rows = []
+rows = []  # (end s, task, wait ms, scheduling delay ms, run ms), in order on core 0
+states = []  # the task's state when it left the core: R preempted, S/D asleep
 for line in open(sys.argv[1]):
-    m = re.match(r"\s*[\d.]+\s+\[\d+\]\s+(.+?)\[[\d/]+\]\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)", line)
+    m = re.match(r"\s*([\d.]+)\s+\[\d+\]\s+(.+?)\[[\d/]+\]\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+(\S+)", line)
     if m:
-        rows.append((m.group(1).strip(), float(m.group(2)), float(m.group(4))))
+        rows.append((float(m.group(1)), m.group(2).strip(), float(m.group(3)), float(m.group(4)),
+                     float(m.group(5))))
+        states.append(m.group(6))
 def pct(values, p):
     values = sorted(values)
     return values[min(len(values) - 1, int(len(values) * p))] if values else 0.0
@@ -62,13 +69,39 @@ def line(label, values, share=None):
     print(f"{label}: {len(values)} turns, p50 {pct(values, .5):.2f} / p90 {pct(values, .9):.2f} / "
           f"p99 {pct(values, .99):.2f} / max {max(values, default=0):.2f} ms{extra}")
 seconds = float(sys.argv[2])
-writer = [run for task, _, run in rows if task == "log-writer"]
-line("log writer, time on the core per turn", writer, sum(writer) / 1000 / seconds)
-waits = [wait for task, wait, _ in rows if task.startswith("shard-")]
-print(f"shard, wait between turns: p99 {pct(waits, .99):.2f} / max {max(waits, default=0):.2f} ms")
+writers = ("log-writer", "log-catchup")
+for name in writers:
+    turns = [run for _, task, _, _, run in rows if task == name]
+    line(f"{name}, time on the core per turn", turns, sum(turns) / 1000 / seconds)
+# A shard's time kept from the core before a turn: all of its wait if it had been preempted,
+# else the delay from its wake-up.
+shard, preempted = [], False
+for (end, task, wait, delay, run), state in zip(rows, states):
+    if task.startswith("shard-"):
+        shard.append((end, wait, wait if preempted else delay, run))
+        preempted = state == "R"
+print(f"shard, wait between turns: p99 {pct([w for _, w, _, _ in shard], .99):.2f} / "
+      f"max {max((w for _, w, _, _ in shard), default=0):.2f} ms")
+# Runnable but kept off the core: who had it meanwhile.
+delays = [d for _, _, d, _ in shard]
+print(f"shard, runnable (woken or preempted) but off the core: p50 {pct(delays, .5):.3f} / p99 {pct(delays, .99):.3f} / "
+      f"max {max(delays, default=0):.3f} ms")
+held = {}
+for end, _, delay, run in shard:
+    if delay < 0.2:
+        continue
+    start = end - run / 1000
+    woken = start - delay / 1000
+    for other_end, task, _, _, other_run in rows:
+        other_start = other_end - other_run / 1000
+        overlap = min(other_end, start) - max(other_start, woken)
+        if overlap > 0 and not task.startswith("shard-"):
+            held[task] = held.get(task, 0) + overlap * 1000
+print("while the shard waited 0.2 ms or more for the core: " +
+      (", ".join(f"{t} {ms:.1f} ms" for t, ms in sorted(held.items(), key=lambda kv: -kv[1])[:4]) or "nothing"))
 others = {}
-for task, _, run in rows:
-    if not (task == "log-writer" or task.startswith("shard-") or task == "<idle>"):
+for _, task, _, _, run in rows:
+    if not (task in writers or task.startswith("shard-") or task == "<idle>"):
         others[task] = others.get(task, 0) + run
 top = sorted(others.items(), key=lambda kv: -kv[1])[:3]
 print("also on the core: " + (", ".join(f"{t} {ms:.0f} ms" for t, ms in top) or "nothing"))
