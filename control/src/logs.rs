@@ -240,13 +240,15 @@ fn catch_up_once(
     stop: &AtomicBool,
     starved: bool,
 ) -> Option<Queue> {
-    if queue.len() < CATCH_UP_AT && !starved {
+    let queued = queue.len();
+    if queued < CATCH_UP_AT && !starved {
         return None;
     }
+    tracing::debug!(queued, starved, "log-catchup takes the writer");
     wanted.store(true, Ordering::SeqCst);
     let mut w = hold(writer);
     wanted.store(false, Ordering::SeqCst);
-    let mut arrived = queue.len();
+    let mut arrived = queued;
     // A starved writer's queue may be shorter than a batch: take it at least once.
     if w.work(Priority::CatchUp) == Queue::Disconnected {
         return Some(Queue::Disconnected);
