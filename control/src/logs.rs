@@ -226,9 +226,10 @@ impl Starvation {
 
 /// If records have queued up, or `starved`, takes the writer and keeps it, writing full
 /// batches each tick as a lone writer would, until a tick brings fewer records than
-/// [`RELEASE_BELOW`]; `None` when there was nothing to catch up. Handing back as soon as the queue is short would leave the
-/// writer starved again at once under full load, and its share of the core with it: at
-/// 74,000 requests/s it then fell 100,000 records behind in ten seconds.
+/// [`RELEASE_BELOW`]; `None` when there was nothing to catch up. Handing back as soon as the
+/// queue is short would leave the writer starved again at once under full load, and its share
+/// of the core with it: at 74,000 requests/s it then fell 100,000 records behind in ten
+/// seconds.
 ///
 /// `log-writer`, starved at nice 19, may hold the writer in the middle of a batch that would
 /// take it most of a second to finish: `wanted` asks it to give way at its next statement

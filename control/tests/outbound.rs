@@ -4,26 +4,16 @@
 
 mod common;
 
-use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use common::{PROXY_KEY, Server};
+use common::{PROXY_KEY, Server, WAIT, within};
 use mock_upstream::MockUpstream;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
-/// Bound on every await that depends on the server or a helper; a failure, never a pause.
-const WAIT: Duration = Duration::from_secs(20);
 const SECRET: &str = "hunter2-Proxy-Pass";
-
-async fn within<F: Future>(what: &str, future: F) -> F::Output {
-    tokio::time::timeout(WAIT, future)
-        .await
-        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
-}
 
 fn chat_body(stream: bool) -> Value {
     json!({"model": "gpt-4o-mini", "stream": stream,

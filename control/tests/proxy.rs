@@ -5,26 +5,17 @@
 
 mod common;
 
-use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::{AUTH_KEY, PROXY_KEY, Server, free_port, raw_exchange};
+use common::{AUTH_KEY, PROXY_KEY, Server, WAIT, free_port, raw_exchange, within};
 use mock_upstream::MockUpstream;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// Bound on every await that depends on the server or the mock; a failure, never a pause.
-const WAIT: Duration = Duration::from_secs(10);
 const CHAT: &str = "/proxy/g/v1/chat/completions";
-
-async fn within<F: Future>(what: &str, future: F) -> F::Output {
-    tokio::time::timeout(WAIT, future)
-        .await
-        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
-}
 
 fn chat_body() -> Value {
     json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]})
