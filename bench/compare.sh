@@ -4,6 +4,10 @@
 #
 #   bench/compare.sh [--seconds N] [--repeat N] [--llm-gateways] [--only "direct nginx gpt-load"]
 #
+# `--only "direct nginx gpt-load gpt-load-no-rows"` adds the engine built with the
+# bench-no-log-rows feature (its log writer drops each record instead of writing the row): the
+# difference between the two gpt-load rows is what the SQLite row per request costs.
+#
 # --repeat N measures every contender N times, in turn (direct, nginx, gpt-load, direct, ...),
 # and reports each figure's median over the N; the ratios' per-round values are listed too. On
 # a VM whose neighbours move figures by a third from one minute to the next, one round is one
@@ -53,7 +57,7 @@ while [ $# -gt 0 ]; do
     --llm-gateways) LLM_GATEWAYS=1; shift ;;
     --only) ONLY=$2; shift 2 ;;
     --repeat) REPEAT=$2; shift 2 ;;
-    -h|--help) sed -n '2,37p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,41p' "$0"; exit 0 ;;
     *) echo "unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -68,10 +72,15 @@ done
 [ "$(nproc)" -ge 2 ] || { echo "needs 2 cores: the proxy on core 0, mock and load on core 1" >&2; exit 1; }
 
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-cargo build --release --locked -p control -p mock-upstream >&2
 BIN=$CARGO_TARGET_DIR/release
 WORK=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; sleep 0.3; rm -rf "$WORK"' EXIT
+if [[ " $CONTENDERS " == *" gpt-load-no-rows "* ]]; then
+  # Built first and set aside: the build below puts the shipped binary back in $BIN.
+  cargo build --release --locked -p control --features bench-no-log-rows >&2
+  cp "$BIN/gpt-load" "$WORK/gpt-load-no-rows"
+fi
+cargo build --release --locked -p control -p mock-upstream >&2
 log() { echo "== $*" >&2; }
 
 MOCK_PORT=19290; NGINX_PORT=19291; GW_PORT=19292; LITELLM_PORT=19293; PORTKEY_PORT=19294 # TensorZero picks its own
@@ -195,11 +204,17 @@ start_nginx() {
   PROXY_URL=http://127.0.0.1:$NGINX_PORT/v1/chat/completions
 }
 
-start_gpt_load() {
+start_gpt_load() { start_gpt_load_binary "$BIN/gpt-load"; }
+# The same engine with the bench-no-log-rows feature: every request's record is built and sent
+# to the log writer, which drops it instead of writing the row. Not a configuration a user can
+# choose; it shows what the SQLite row costs (named in --only only).
+start_gpt_load_no_rows() { start_gpt_load_binary "$WORK/gpt-load-no-rows"; }
+
+start_gpt_load_binary() { # path
   rm -rf "$WORK/gpt-load" # a fresh database each round
   mkdir -p "$WORK/gpt-load"
   (cd "$WORK/gpt-load" && AUTH_KEY=$AUTH HOST=127.0.0.1 PORT=$GW_PORT ENGINE_THREADS=1 \
-    MAX_CONCURRENT_REQUESTS=100000 LOG_LEVEL=info exec taskset -c 0 "$BIN/gpt-load" 2> "$WORK/gpt-load/err.log") &
+    MAX_CONCURRENT_REQUESTS=100000 LOG_LEVEL=info exec taskset -c 0 "$1" 2> "$WORK/gpt-load/err.log") &
   PROXY_PID=$!
   wait_http "http://127.0.0.1:$GW_PORT/health" gpt-load "$WORK/gpt-load/err.log" || return 1
   local api="http://127.0.0.1:$GW_PORT"
@@ -330,17 +345,23 @@ mkdir -p bench/results
   echo
   echo "| ratio | req/s @64 | CPU µs/req | added c=1 p50 / p99 | added c=16 p50 / p99 | added SSE first event p50 / p99 | RSS idle / peak |"
   echo "|---|---|---|---|---|---|---|"
-  ours=gpt-load
-  for n in $CONTENDERS; do
-    case $n in direct|"$ours") continue ;; esac
-    [ -n "${R[$n.skipped]:-}" ] && continue
-    [ -n "${R[$ours.skipped]:-}" ] && continue
-    echo "| ours / $n | $(ratio "$(num $ours.rps)" "$(num $n.rps)") | $(ratio "$(num $ours.cpu_us)" "$(num $n.cpu_us)") \
+  ratio_row() { # label ours theirs
+    local ours=$2 n=$3
+    echo "| $1 | $(ratio "$(num $ours.rps)" "$(num $n.rps)") | $(ratio "$(num $ours.cpu_us)" "$(num $n.cpu_us)") \
 | $(ratio "$(added $ours c1_p50)" "$(added $n c1_p50)") / $(ratio "$(added $ours c1_p99)" "$(added $n c1_p99)") \
 | $(ratio "$(added $ours c16_p50)" "$(added $n c16_p50)") / $(ratio "$(added $ours c16_p99)" "$(added $n c16_p99)") \
 | $(ratio "$(added $ours sse_ttfb_p50)" "$(added $n sse_ttfb_p50)") / $(ratio "$(added $ours sse_ttfb_p99)" "$(added $n sse_ttfb_p99)") \
 | $(ratio "$(num $ours.rss_idle)" "$(num $n.rss_idle)") / $(ratio "$(num $ours.rss_peak)" "$(num $n.rss_peak)") |"
+  }
+  measured() { [[ " $CONTENDERS " == *" $1 "* ]] && [ -z "${R[$1.skipped]:-}" ]; }
+  ours=gpt-load
+  for n in $CONTENDERS; do
+    case $n in direct|"$ours") continue ;; esac
+    measured "$n" && measured "$ours" && ratio_row "ours / $n" "$ours" "$n"
   done
+  if measured gpt-load-no-rows && measured nginx; then
+    ratio_row "gpt-load-no-rows / nginx" gpt-load-no-rows nginx
+  fi
   if [ "$REPEAT" -gt 1 ] && [ -z "${R[$ours.skipped]:-}" ]; then
     echo
     echo "Per round (ours / theirs, req/s @64 and CPU µs/req):"
