@@ -3,6 +3,10 @@
 # direct-to-mock baseline re-measured in that same run.
 #
 #   bench/compare.sh [--seconds N] [--repeat N] [--llm-gateways] [--only "direct nginx gpt-load"]
+#                    [--measure "rps c1 c16 sse"]
+#
+# --measure picks the measurements (all four by default): `--measure c1 --repeat 12` is the
+# one-connection latency alone, over enough rounds for its p99 to mean something.
 #
 # `--only "direct nginx gpt-load gpt-load-no-rows"` adds the engine built with the
 # bench-no-log-rows feature (its log writer drops each record instead of writing the row): the
@@ -42,7 +46,7 @@
 # "added" = contender - direct from this run. Every request goes to 127.0.0.1.
 #
 # Prints markdown and saves it as bench/results/compare-<UTC date-time>.md.
-# Needs wrk, curl, python3 and taskset; installs nginx with apt if it is missing.
+# Installs wrk and nginx (and curl, python3) with apt where they are missing; needs taskset.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -51,13 +55,15 @@ SSE_ROUNDS=10 # of 100 streams each
 LLM_GATEWAYS=0
 ONLY=""
 REPEAT=1
+MEASURE="rps c1 c16 sse"
 while [ $# -gt 0 ]; do
   case $1 in
     --seconds) SECONDS_PER_RUN=$2; shift 2 ;;
     --llm-gateways) LLM_GATEWAYS=1; shift ;;
     --only) ONLY=$2; shift 2 ;;
     --repeat) REPEAT=$2; shift 2 ;;
-    -h|--help) sed -n '2,41p' "$0"; exit 0 ;;
+    --measure) MEASURE=$2; shift 2 ;;
+    -h|--help) sed -n '2,45p' "$0"; exit 0 ;;
     *) echo "unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -65,9 +71,14 @@ CONTENDERS="direct nginx gpt-load"
 [ "$LLM_GATEWAYS" = 1 ] && CONTENDERS="$CONTENDERS litellm portkey tensorzero"
 [ -n "$ONLY" ] && CONTENDERS=$ONLY
 [[ "$REPEAT" =~ ^[1-9][0-9]*$ ]] || { echo "--repeat takes a positive number, not '$REPEAT'" >&2; exit 2; }
+for m in $MEASURE; do
+  case $m in rps|c1|c16|sse) ;; *) echo "--measure takes rps, c1, c16 and sse, not '$m'" >&2; exit 2 ;; esac
+done
+measuring() { [[ " $MEASURE " == *" $1 "* ]]; }
 
-for tool in wrk curl python3 taskset; do
-  command -v $tool >/dev/null || { echo "needs $tool (apt-get install $tool)" >&2; exit 1; }
+. bench/lib.sh # apt_install, tree_pids, cpu_ticks, mem_kib, wait_http, install_nginx, write_nginx_conf
+for tool in wrk curl python3; do
+  apt_install $tool $tool || exit 1
 done
 [ "$(nproc)" -ge 2 ] || { echo "needs 2 cores: the proxy on core 0, mock and load on core 1" >&2; exit 1; }
 
@@ -89,7 +100,6 @@ CLIENT_KEY=sk-bench-client
 UPSTREAM_KEYS=(sk-upstream-aaaaaaaa1 sk-upstream-bbbbbbbb2)
 CLK_TCK=$(getconf CLK_TCK)
 
-. bench/lib.sh # tree_pids, cpu_ticks, mem_kib, wait_http, install_nginx, write_nginx_conf
 
 # ---------------------------------------------------------------- load
 
@@ -159,20 +169,26 @@ measure() { # name url pid
     return 0
   fi
   run_wrk 64 2 "$url" # warm-up: connection pools, JITs, allocator arenas
-  [ -n "$pid" ] && { settle "$pid"; t0=$(cpu_ticks "$pid"); }
-  run_wrk 64 "$SECONDS_PER_RUN" "$url"
-  [ -n "$pid" ] && { settle "$pid"; t1=$(cpu_ticks "$pid"); }
-  R[$name.rps]=$W_RPS; R[$name.bad]=$W_BAD
-  if [ -n "$pid" ] && [ "$W_REQS" -gt 0 ]; then
-    R[$name.cpu_us]=$(awk -v d=$((t1 - t0)) -v hz="$CLK_TCK" -v n="$W_REQS" 'BEGIN {printf "%.1f", d / hz * 1e6 / n}')
-    R[$name.busy]=$(awk -v d=$((t1 - t0)) -v hz="$CLK_TCK" -v s="$SECONDS_PER_RUN" 'BEGIN {printf "%d", d / hz / s * 100}')
+  R[$name.bad]=0
+  if measuring rps; then
+    [ -n "$pid" ] && { settle "$pid"; t0=$(cpu_ticks "$pid"); }
+    run_wrk 64 "$SECONDS_PER_RUN" "$url"
+    [ -n "$pid" ] && { settle "$pid"; t1=$(cpu_ticks "$pid"); }
+    R[$name.rps]=$W_RPS; R[$name.bad]=$W_BAD
+    if [ -n "$pid" ] && [ "$W_REQS" -gt 0 ]; then
+      R[$name.cpu_us]=$(awk -v d=$((t1 - t0)) -v hz="$CLK_TCK" -v n="$W_REQS" 'BEGIN {printf "%.1f", d / hz * 1e6 / n}')
+      R[$name.busy]=$(awk -v d=$((t1 - t0)) -v hz="$CLK_TCK" -v s="$SECONDS_PER_RUN" 'BEGIN {printf "%d", d / hz / s * 100}')
+    fi
   fi
-  run_wrk 1 "$SECONDS_PER_RUN" "$url"
-  R[$name.c1_p50]=$W_P50; R[$name.c1_p99]=$W_P99; R[$name.bad]=$((${R[$name.bad]} + W_BAD))
+  local c
+  for c in 1 16; do
+    measuring "c$c" || continue
+    [ -n "$pid" ] && settle "$pid"
+    run_wrk $c "$SECONDS_PER_RUN" "$url"
+    R[$name.c${c}_p50]=$W_P50; R[$name.c${c}_p99]=$W_P99; R[$name.bad]=$((${R[$name.bad]} + W_BAD))
+  done
   [ -n "$pid" ] && settle "$pid"
-  run_wrk 16 "$SECONDS_PER_RUN" "$url"
-  R[$name.c16_p50]=$W_P50; R[$name.c16_p99]=$W_P99; R[$name.bad]=$((${R[$name.bad]} + W_BAD))
-  [ -n "$pid" ] && settle "$pid"
+  measuring sse || { [ -n "$pid" ] && R[$name.rss_peak]=$(mem_kib "$pid" VmHWM); return 0; }
   sse=$(taskset -c 1 "$BIN/sse-client" "$url" --key "$CLIENT_KEY" --streams 100 --rounds $SSE_ROUNDS --spread-ms 200 \
     --model "$PROXY_SSE_MODEL" --chunks 20 --chunk-delay-ms 20 "${sse_headers[@]}" 2>>"$WORK/sse.err" || true)
   [ -s "$WORK/sse.err" ] && { echo "$name SSE errors:" >&2; head -3 "$WORK/sse.err" >&2; : > "$WORK/sse.err"; }
@@ -312,6 +328,7 @@ mkdir -p bench/results
   echo "Machine: $(nproc) cores ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)), $(uname -r)."
   echo "The proxy under test is pinned to core 0; the mock (1 thread), wrk (1 thread) and the SSE client share core 1."
   [ "$REPEAT" -gt 1 ] && echo "Each figure is the median of $REPEAT rounds, the contenders measured in turn in each; errors are summed."
+  [ "$MEASURE" != "rps c1 c16 sse" ] && echo "Measured: $MEASURE only."
   echo "wrk runs of ${SECONDS_PER_RUN}s; mock answers at once (0 ms). SSE: 100 concurrent streams x $SSE_ROUNDS rounds (each round's started over 200 ms), 20 chunks 20 ms apart."
   echo "Versions: gpt-load $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?') (ENGINE_THREADS=1, request logging on),${VERSIONS%,}."
   echo
@@ -369,7 +386,7 @@ mkdir -p bench/results
     for n in $CONTENDERS; do
       case $n in direct|"$ours") continue ;; esac
       [ -n "${R[$n.skipped]:-}" ] && continue
-      echo "- $n: req/s $(paste -d/ <(tr ' ' '\n' <<<"${ROUND[$ours.rps]}") <(tr ' ' '\n' <<<"${ROUND[$n.rps]}") \
+      echo "- $n: req/s $(paste -d/ <(tr ' ' '\n' <<<"${ROUND[$ours.rps]:-}") <(tr ' ' '\n' <<<"${ROUND[$n.rps]:-}") \
         | awk -F/ 'NF == 2 && $2 > 0 {printf "%s%.3g", sep, $1 / $2; sep=", "}'); CPU $(paste -d/ <(tr ' ' '\n' <<<"${ROUND[$ours.cpu_us]:-}") <(tr ' ' '\n' <<<"${ROUND[$n.cpu_us]:-}") \
         | awk -F/ 'NF == 2 && $2 > 0 {printf "%s%.3g", sep, $1 / $2; sep=", "}')"
     done

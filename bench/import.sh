@@ -8,12 +8,13 @@
 #
 #   bench/import.sh [keys=1000000]
 #
-# Needs curl, jq, bc and python3.
+# Installs curl, jq, bc and python3 with apt where they are missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 KEYS=${1:-1000000}
+. bench/lib.sh # apt_install
 for tool in curl jq bc python3; do
-  command -v $tool >/dev/null || { echo "needs $tool" >&2; exit 1; }
+  apt_install $tool $tool || exit 1
 done
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
 cargo build --release --locked -p control -p mock-upstream >&2

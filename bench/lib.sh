@@ -1,8 +1,29 @@
-# Shell functions shared by the benchmark scripts (sourced, not run): process measurements
-# from /proc, waiting for a port to answer, and nginx as a reference proxy.
-#
-# Callers define `log` (a progress line on stderr) and WORK (their scratch directory) before
-# calling install_nginx.
+# Shell functions shared by the benchmark scripts (sourced, not run): installing what a script
+# needs, process measurements from /proc, waiting for a port to answer, and nginx as a
+# reference proxy.
+
+# ---------------------------------------------------------------- tools
+
+# Installs a missing command from Debian's archive, trying the packages in turn (needs root).
+# A script calls it for each tool it runs, so that a fresh machine needs no step of its own.
+apt_install() { # command package...
+  local cmd=$1 pkg out
+  shift
+  command -v "$cmd" >/dev/null && return 0
+  echo "== installing $cmd (apt-get install $1)" >&2
+  out=$(mktemp)
+  apt-get update -qq > "$out" 2>&1 || true
+  for pkg in "$@"; do
+    if apt-get install -y -qq "$pkg" >> "$out" 2>&1 && command -v "$cmd" >/dev/null; then
+      rm -f "$out"
+      return 0
+    fi
+  done
+  echo "installing $cmd failed (apt-get needs root and Debian's archive):" >&2
+  tail -5 "$out" >&2
+  rm -f "$out"
+  return 1
+}
 
 # ---------------------------------------------------------------- process measurements
 
@@ -69,12 +90,9 @@ LUA
 
 # ---------------------------------------------------------------- nginx
 
-install_nginx() {
-  command -v nginx >/dev/null && return 0
-  log "installing nginx (apt; the system service is not started by this script)"
-  { apt-get update -qq && { apt-get install -y -qq nginx-light || apt-get install -y -qq nginx; }; } \
-    > "$WORK/apt.log" 2>&1 || { echo "nginx install failed:" >&2; tail -5 "$WORK/apt.log" >&2; return 1; }
-}
+# The scripts start nginx in the foreground with their own config; the system service that
+# Debian's package may start is not used.
+install_nginx() { apt_install nginx nginx-light nginx; }
 
 # The reference nginx config, for a foreground nginx with its own prefix `dir`: upstream
 # keepalive, two upstream keys alternated by split_clients (as a gateway with a two-key pool

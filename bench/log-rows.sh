@@ -7,12 +7,13 @@
 #   bench/log-rows.sh [rows=50000]
 #
 # Rows are written as the log writer writes them (store/examples/log_rows.rs: batches of 2,000,
-# one transaction each, a fresh database in a temporary directory). Needs valgrind
-# (apt-get install valgrind).
+# one transaction each, a fresh database in a temporary directory). Installs valgrind
+# with apt if it is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROWS=${1:-50000}
-command -v valgrind >/dev/null || { echo "needs valgrind (apt-get install valgrind)" >&2; exit 1; }
+. bench/lib.sh # apt_install
+apt_install valgrind valgrind || exit 1
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
 cargo build --release --locked -p store --example log_rows >&2
 BIN=$CARGO_TARGET_DIR/release/examples/log_rows

@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 . bench/lib.sh # add_bench_group, write_chat_lua, wait_http
 DURATION=${1:-10}
 CONNS=${2:-64}
-command -v wrk >/dev/null || { echo "needs wrk (apt-get install wrk)" >&2; exit 1; }
+apt_install wrk wrk || exit 1
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
 cargo build --release --locked -p control -p mock-upstream >&2
 BIN=$CARGO_TARGET_DIR/release

@@ -28,8 +28,8 @@
 # CPU µs/request = the proxy's utime+stime (/proc/PID/stat, whole process) over a run divided
 # by the responses wrk counted. wrk runs: 1 thread, 64 connections, a 2 s warm-up first.
 #
-# Prints markdown and saves it as bench/results/scale-<UTC date-time>.md. Needs wrk, curl, jq,
-# python3 (standard library) and taskset; cores installs nginx with apt if it is missing; streams
+# Prints markdown and saves it as bench/results/scale-<UTC date-time>.md. Installs wrk, curl,
+# jq, python3 and (for cores) nginx with apt where they are missing; needs taskset; streams
 # needs root to raise the open-file limit past its hard limit. Try it small first:
 #
 #   bench/scale.sh --keys 10000 --streams 500 --seconds 5
@@ -64,8 +64,9 @@ for number in "$KEYS" "$STREAMS" "$RUN_SECONDS"; do
 done
 has() { [[ " $SECTIONS " == *" $1 "* ]]; }
 
-for tool in wrk curl jq python3 taskset awk; do
-  command -v $tool >/dev/null || { echo "needs $tool (apt-get install $tool)" >&2; exit 1; }
+. bench/lib.sh # apt_install, tree_pids, cpu_ticks, mem_kib, wait_http, install_nginx, write_nginx_conf
+for tool in wrk curl jq python3; do
+  apt_install $tool $tool || exit 1
 done
 NCPU=$(nproc)
 [ "$NCPU" -ge 2 ] || { echo "needs 2 cores: the proxy on core 0, mock and load on core 1" >&2; exit 1; }
@@ -100,7 +101,6 @@ WORK=$(mktemp -d)
 STARTED=() # every background process, for the exit trap
 log() { echo "== $*" >&2; }
 die() { echo "scale.sh: $*" >&2; exit 1; }
-. bench/lib.sh # tree_pids, cpu_ticks, mem_kib, wait_http, install_nginx, write_nginx_conf
 
 # A process that exists and is not a zombie (an exited child we have not reaped yet).
 alive() { local state; state=$(sed 's/.*) //' /proc/$1/stat 2>/dev/null | cut -d' ' -f1); [ -n "$state" ] && [ "$state" != Z ]; }

@@ -15,12 +15,12 @@
 # valgrind cannot run io_uring, so the shard must fall back to epoll: the script sets
 # kernel.io_uring_disabled=2 for the run (root; the previous value is restored on exit). The
 # kernel's share and the io driver's own code are therefore not in the count; everything the
-# engine does per request is. Needs valgrind and python3.
+# engine does per request is. Installs valgrind with apt if it is missing; needs python3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh # add_bench_group
 REQUESTS=${1:-4000}
-command -v valgrind >/dev/null || { echo "needs valgrind (apt-get install valgrind)" >&2; exit 1; }
+apt_install valgrind valgrind || exit 1
 [ -w /proc/sys/kernel/io_uring_disabled ] || { echo "needs root, to set kernel.io_uring_disabled" >&2; exit 1; }
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
 cargo build --release --locked -p control -p mock-upstream >&2

@@ -17,15 +17,14 @@
 #   - what else ran on the core (other processes of the machine are noise here).
 # Run it twice per build and alternate builds (GPT_LOAD=path runs that binary instead of this
 # checkout's): the VM's neighbours move these figures too.
-# Needs root, perf with the sched tracepoints (tracefs), wrk, python3.
+# Needs root, tracefs for the sched tracepoints and python3; installs perf (linux-perf) and wrk
+# with apt where they are missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh # add_bench_group, write_chat_lua, wait_http
 SECONDS_RUN=${1:-3}
 CONNS=${2:-16}
-for tool in perf wrk taskset; do
-  command -v $tool >/dev/null || { echo "needs $tool (apt-get install linux-perf wrk util-linux)" >&2; exit 1; }
-done
+apt_install perf linux-perf && apt_install wrk wrk || exit 1
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
 cargo build --release --locked -p control -p mock-upstream >&2
 BIN=$CARGO_TARGET_DIR/release
